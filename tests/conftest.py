@@ -1,0 +1,26 @@
+"""Shared test fixtures. Tests run on a bare Python with the test extras; no ComfyUI needed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_FIXTURES = Path(os.environ.get("EVERANIMATE_FIXTURES", REPO.parent / "shared" / "fixtures"))
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_torch():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def parity_dir() -> Path:
+    d = SHARED_FIXTURES / "parity"
+    if not (d / "meta.json").exists():
+        pytest.skip(f"parity fixtures not found at {d} (they live in ../shared/fixtures beside the checkout)")
+    return d
