@@ -1,0 +1,370 @@
+"""The long-horizon chunk loop, shared by the ComfyUI nodes, the tiny-model demo and the benchmarks.
+
+Data flows one way: plan -> memory -> layout -> sampler (through a backend) -> stitch/state.
+A *backend* hands the loop its model and VAE (the embedded tiny model, or ComfyUI's MODEL/VAE);
+everything EverAnimate-specific (windows, anchors, motion carry, seeds, trimming, checkpoints) lives
+here, once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from .errors import ConfigError, DrivingVideoError, NonFiniteError
+from .flow import is_finite, sampling_sigmas
+from .layout import SlotLayout, build_condition
+from .memory import ANCHOR_POLICIES, LatentMemory, init_memory, propagate
+from .plan import ChunkPlan, ChunkSettings, ChunkWindow, chunk_driving_indices, driving_indices, plan_for_driving
+from .sampler import SEED_POLICIES, AnchorRestoration, chunk_noise, chunk_seed
+from .state import config_fingerprint
+
+
+@dataclass(frozen=True)
+class AnimationSettings:
+    """Every setting that changes the output (all of it enters the run fingerprint)."""
+
+    chunk: ChunkSettings = field(default_factory=ChunkSettings)
+    steps: int = 20
+    shift: float = 5.0
+    seed: int = 42
+    seed_policy: str = "multiply"
+    anchor_policy: str = "random_plus_reference"
+    anchor_seed: int = 12345
+    window_mode: str = "pingpong"
+    restoration: AnchorRestoration | None = None
+
+    def __post_init__(self) -> None:
+        if self.seed_policy not in SEED_POLICIES:
+            raise ConfigError(f"Unknown seed policy {self.seed_policy!r}; choose one of {SEED_POLICIES}.")
+        if self.anchor_policy not in ANCHOR_POLICIES:
+            raise ConfigError(
+                f"Unknown anchor policy {self.anchor_policy!r}; choose one of {ANCHOR_POLICIES}."
+            )
+        if self.steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {self.steps}.")
+
+    def as_dict(self) -> dict:
+        """Plain dict for the fingerprint and the run folder's JSON."""
+        r = self.restoration
+        return {
+            "chunk": self.chunk.as_dict(),
+            "steps": self.steps,
+            "shift": float(self.shift),
+            "seed": self.seed,
+            "seed_policy": self.seed_policy,
+            "anchor_policy": self.anchor_policy,
+            "anchor_seed": self.anchor_seed,
+            "window_mode": self.window_mode,
+            "restoration": None
+            if r is None
+            else {"schedule": r.schedule.name, "weight": r.schedule.weight, "strength": r.strength},
+        }
+
+
+@dataclass
+class ChunkRequest:
+    """One model call, fully specified. Latents are in model (normalized) space.
+
+    condition/mask/layout: the conditioning layout (anchors | motion | padding, mask 1 on anchors).
+    noise: [1, C, K+G, h, w], drawn for all K+G slots with ``seed``.
+    pose: [C, G, h, w] pose latents of the chunk's driving window (None when the backend has none).
+    clip_image: uint8 [H, W, 3]: the reference for chunk 0, the previous chunk's last frame after.
+    face_frames: uint8 [F, h, w, 3] face crops of the window, or None.
+    """
+
+    chunk: ChunkWindow
+    seed: int
+    noise: torch.Tensor
+    condition: torch.Tensor
+    mask: torch.Tensor
+    layout: SlotLayout
+    anchors: torch.Tensor
+    pose: torch.Tensor | None
+    clip_image: np.ndarray
+    face_frames: np.ndarray | None
+    sigmas: torch.Tensor
+    restoration: AnchorRestoration | None
+    on_step: Callable[[int, int, torch.Tensor], None] | None = None
+
+
+class ChunkBackend(Protocol):
+    """The model host: the only things the loop cannot do itself."""
+
+    def encode_frame(self, frame: np.ndarray) -> torch.Tensor:
+        """ONE uint8 frame [H, W, 3] -> one model-space latent [C, 1, h, w]."""
+
+    def encode_pose(self, frames: np.ndarray) -> torch.Tensor | None:
+        """uint8 pose window [F, H, W, 3] -> model-space pose latents [C, G, h, w]."""
+
+    def sample(self, request: ChunkRequest) -> torch.Tensor:
+        """Denoise one chunk; returns final model-space latents [C, K+G, h, w]."""
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Model-space latents [C, G, h, w] -> uint8 frames [1 + 4(G-1), H, W, 3]."""
+
+
+class FrameSink(Protocol):
+    def write(self, frames: np.ndarray) -> None: ...
+
+
+@dataclass
+class LoopStats:
+    """Where the time went (seconds) and how often the VAE was called."""
+
+    total: float = 0.0
+    sample: float = 0.0
+    decode: float = 0.0
+    encode_pose: float = 0.0
+    encode_anchor: float = 0.0
+    anchor_encodes: int = 0
+    pose_encodes: int = 0
+    chunks: int = 0
+
+    @property
+    def model_and_vae(self) -> float:
+        return self.sample + self.decode + self.encode_pose + self.encode_anchor
+
+    @property
+    def overhead_fraction(self) -> float:
+        """Share of wall time spent outside model and VAE calls (loop, layout, I/O, checkpoints)."""
+        return 0.0 if self.total <= 0 else max(0.0, self.total - self.model_and_vae) / self.total
+
+
+@dataclass
+class ChunkOutput:
+    """What a finished chunk hands to callbacks (previews, seam meters, benchmarks)."""
+
+    chunk: ChunkWindow
+    latents: torch.Tensor
+    kept_frames: np.ndarray
+    memory: LatentMemory
+
+
+@dataclass
+class LoopHooks:
+    """Callbacks: progress per step, a finished chunk, and a check between chunks (cancel)."""
+
+    on_step: Callable[[int, int, int, torch.Tensor], None] | None = None
+    on_chunk: Callable[[ChunkOutput, int], None] | None = None
+    between_chunks: Callable[[int], None] | None = None
+
+
+class FrameSource(Protocol):
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, idx: Any) -> np.ndarray: ...
+
+
+def run_config(
+    settings: AnimationSettings,
+    reference_frame: np.ndarray,
+    driving_frames: int,
+    total_frames: int | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """Everything that determines a run's output, as JSON: settings plus input identities.
+
+    A run folder made with one config refuses to resume with another (and says which keys differ).
+    """
+    ref = np.ascontiguousarray(reference_frame)
+    return {
+        **settings.as_dict(),
+        "inputs": {
+            "reference_sha256": hashlib.sha256(ref.tobytes()).hexdigest()[:16],
+            "reference_shape": list(ref.shape),
+            "driving_frames": int(driving_frames),
+            "total_frames": int(total_frames if total_frames is not None else driving_frames),
+            **(extra or {}),
+        },
+    }
+
+
+def run_fingerprint(settings: AnimationSettings, extra: dict | None = None) -> str:
+    """Fingerprint of the settings (and any extra identity) that determine a run's output."""
+    cfg = settings.as_dict()
+    if extra:
+        cfg = {**cfg, "inputs": extra}
+    return config_fingerprint(cfg)
+
+
+def start_memory(
+    backend: ChunkBackend,
+    reference_frame: np.ndarray,
+    settings: AnimationSettings,
+    fingerprint: str = "",
+    user_anchor_frames: Sequence[np.ndarray] = (),
+    stats: LoopStats | None = None,
+) -> LatentMemory:
+    """Latent memory before chunk 0: the reference (and any user anchor frame) encoded on its own."""
+    stats = stats or LoopStats()
+    t = time.perf_counter()
+    ref = backend.encode_frame(np.asarray(reference_frame))
+    users = [backend.encode_frame(np.asarray(f)) for f in user_anchor_frames]
+    stats.encode_anchor += time.perf_counter() - t
+    stats.anchor_encodes += 1 + len(users)
+    return init_memory(
+        ref,
+        settings.chunk.anchors,
+        settings.anchor_policy,
+        settings.anchor_seed,
+        users,
+        fingerprint,
+    )
+
+
+def generate_chunk(
+    backend: ChunkBackend,
+    memory: LatentMemory,
+    chunk: ChunkWindow,
+    pose_video: FrameSource,
+    reference_frame: np.ndarray,
+    settings: AnimationSettings,
+    face_video: FrameSource | None = None,
+    stats: LoopStats | None = None,
+    on_step: Callable[[int, int, torch.Tensor], None] | None = None,
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Generate chunk ``memory.chunk_index``; returns (generated latents [C, G, h, w],
+    all decoded frames uint8 [F, H, W, 3], the chunk's pose window uint8)."""
+    stats = stats or LoopStats()
+    if chunk.index != memory.chunk_index:
+        raise ConfigError(
+            f"The memory is ready for chunk {memory.chunk_index} but chunk {chunk.index} was asked for."
+        )
+    s = settings.chunk
+    idx = chunk_driving_indices(chunk, len(pose_video), settings.window_mode)
+    pose_frames = np.asarray(pose_video[idx])
+    face_frames = None
+    if face_video is not None:
+        fidx = driving_indices(chunk.start, chunk.frames, len(face_video), settings.window_mode)
+        face_frames = np.asarray(face_video[fidx])
+    t = time.perf_counter()
+    pose = backend.encode_pose(pose_frames)
+    stats.encode_pose += time.perf_counter() - t
+    stats.pose_encodes += 1
+    motion = memory.motion if memory.chunk_index > 0 else None
+    condition, mask, layout = build_condition(memory.anchors, motion, chunk.latents)
+    seed = chunk_seed(settings.seed, chunk.index, settings.seed_policy)
+    noise = chunk_noise((1, *condition.shape), seed)
+    request = ChunkRequest(
+        chunk=chunk,
+        seed=seed,
+        noise=noise,
+        condition=condition,
+        mask=mask,
+        layout=layout,
+        anchors=memory.anchors,
+        pose=pose,
+        clip_image=np.asarray(reference_frame) if memory.last_frame is None else memory.last_frame,
+        face_frames=face_frames,
+        sigmas=sampling_sigmas(settings.steps, settings.shift),
+        restoration=settings.restoration,
+        on_step=on_step,
+    )
+    t = time.perf_counter()
+    latents = backend.sample(request)
+    stats.sample += time.perf_counter() - t
+    generated = latents[:, s.anchors:]
+    if not is_finite(generated):
+        raise NonFiniteError(
+            f"Chunk {chunk.index} produced NaN/inf latents; the finished chunks 0..{chunk.index - 1} "
+            "are kept. Try another seed, fp32/bf16 instead of fp16, or a lower LoRA strength.",
+            chunk.index,
+        )
+    t = time.perf_counter()
+    frames = backend.decode(generated)
+    stats.decode += time.perf_counter() - t
+    return generated, frames, pose_frames
+
+
+def advance_memory(
+    backend: ChunkBackend,
+    memory: LatentMemory,
+    generated: torch.Tensor,
+    frames: np.ndarray,
+    settings: AnimationSettings,
+    pose_frames: np.ndarray | None = None,
+    stats: LoopStats | None = None,
+) -> LatentMemory:
+    """Memory for the next chunk; the VAE is called only after chunk 0, for the anchor frames."""
+    stats = stats or LoopStats()
+    calls = [0]
+
+    def encode(frame: np.ndarray) -> torch.Tensor:
+        calls[0] += 1
+        return backend.encode_frame(frame)
+
+    t = time.perf_counter()
+    new = propagate(memory, generated, frames, encode, settings.chunk.motion_latents, pose_frames)
+    stats.encode_anchor += time.perf_counter() - t
+    stats.anchor_encodes += calls[0]
+    return new
+
+
+def kept_frames(chunk: ChunkWindow, frames: np.ndarray) -> np.ndarray:
+    """The frames a chunk contributes to the output (drops the overlap and any rounding tail)."""
+    return frames[chunk.drop : chunk.drop + chunk.keep]
+
+
+def run_animation(
+    backend: ChunkBackend,
+    reference_frame: np.ndarray,
+    pose_video: FrameSource,
+    settings: AnimationSettings,
+    sink: FrameSink | None = None,
+    total_frames: int | None = None,
+    face_video: FrameSource | None = None,
+    user_anchor_frames: Sequence[np.ndarray] = (),
+    run_folder: "Any | None" = None,
+    hooks: LoopHooks | None = None,
+    stop_after: int | None = None,
+) -> tuple[ChunkPlan, LatentMemory, LoopStats]:
+    """Generate a whole animation chunk by chunk and stream the kept frames to ``sink``.
+
+    With a ``run_folder`` (see ``runs.AnimationRun``) every finished chunk is checkpointed; a rerun
+    with the same settings resumes after the last finished chunk and first replays the finished
+    frames into ``sink``, so the output is identical to an uninterrupted run. ``stop_after`` ends
+    the loop after that many chunks of this call (used to test resuming).
+    """
+    hooks = hooks or LoopHooks()
+    stats = LoopStats()
+    t0 = time.perf_counter()
+    if len(pose_video) == 0:
+        raise DrivingVideoError("The pose video is empty. Load a pose video with at least one frame.")
+    plan = plan_for_driving(len(pose_video), settings.chunk, total_frames, settings.window_mode)
+    memory = None
+    fingerprint = run_fingerprint(settings)
+    if run_folder is not None:
+        fingerprint = run_folder.fingerprint
+        memory = run_folder.resume(sink)
+    if memory is None:
+        memory = start_memory(backend, reference_frame, settings, fingerprint, user_anchor_frames, stats)
+    done_here = 0
+    for chunk in plan.chunks[memory.chunk_index :]:
+        if stop_after is not None and done_here >= stop_after:
+            break
+        if hooks.between_chunks is not None:
+            hooks.between_chunks(chunk.index)
+        step_cb = None
+        if hooks.on_step is not None:
+            step_cb = lambda i, n, x, c=chunk.index: hooks.on_step(c, i, n, x)  # noqa: E731
+        generated, frames, pose_frames = generate_chunk(
+            backend, memory, chunk, pose_video, reference_frame, settings, face_video, stats, step_cb
+        )
+        keep = kept_frames(chunk, frames)
+        memory = advance_memory(backend, memory, generated, frames, settings, pose_frames, stats)
+        if run_folder is not None:
+            run_folder.save_chunk(chunk.index, memory, keep)
+        if sink is not None:
+            sink.write(keep)
+        stats.chunks += 1
+        done_here += 1
+        if hooks.on_chunk is not None:
+            hooks.on_chunk(ChunkOutput(chunk, generated, keep, memory), len(plan))
+    stats.total = time.perf_counter() - t0
+    return plan, memory, stats
