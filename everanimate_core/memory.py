@@ -212,12 +212,15 @@ def propagate(
                     f"Anchor policy {memory.anchor_policy!r} builds anchors from chunk 0's frames: "
                     "pass the decoded frames and a VAE."
                 )
+            # A chunk 0 shorter than K frames (a video shorter than one chunk) gives fewer picks;
+            # the reference fills the remaining slots.
+            room = len(decoded_frames) - 1
             if memory.anchor_policy == "random_plus_reference":
-                indices = tuple(random_anchor_indices(len(decoded_frames), k - 1, memory.anchor_seed))
+                indices = tuple(random_anchor_indices(len(decoded_frames), min(k - 1, room), memory.anchor_seed))
             else:
                 if pose_frames is None:
                     raise ConfigError("The pose_diverse anchor policy needs chunk 0's pose frames.")
-                indices = tuple(pose_diverse_indices(pose_frames, max(1, k - 2)))
+                indices = tuple(pose_diverse_indices(pose_frames, min(max(1, k - 2), room)))
             picked = [encode_frame(np.asarray(decoded_frames[i])) for i in indices]
             slots = picked + [memory.reference] * (k - len(picked))
             anchors = torch.cat([s.to(memory.anchors.dtype) for s in slots], dim=1)

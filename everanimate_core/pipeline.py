@@ -122,6 +122,7 @@ class LoopStats:
     decode: float = 0.0
     encode_pose: float = 0.0
     encode_anchor: float = 0.0
+    sink: float = 0.0
     anchor_encodes: int = 0
     pose_encodes: int = 0
     chunks: int = 0
@@ -132,7 +133,8 @@ class LoopStats:
 
     @property
     def overhead_fraction(self) -> float:
-        """Share of wall time spent outside model and VAE calls (loop, layout, I/O, checkpoints)."""
+        """Share of wall time spent outside model and VAE calls (loop, layout, I/O, checkpoints,
+        and the sink: encoding the output video counts as overhead here)."""
         return 0.0 if self.total <= 0 else max(0.0, self.total - self.model_and_vae) / self.total
 
 
@@ -361,7 +363,9 @@ def run_animation(
         if run_folder is not None:
             run_folder.save_chunk(chunk.index, memory, keep)
         if sink is not None:
+            t = time.perf_counter()
             sink.write(keep)
+            stats.sink += time.perf_counter() - t
         stats.chunks += 1
         done_here += 1
         if hooks.on_chunk is not None:
