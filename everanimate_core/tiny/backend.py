@@ -1,0 +1,140 @@
+"""EverAnimate-Tiny as a chunk backend: the embedded default model, runnable on any CPU."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from ..errors import ConfigError
+from ..pipeline import ChunkRequest
+from ..sampler import ChunkCondition, sample_chunk
+from ..layout import model_input_condition
+from .dit import TinyAnimateDiT
+from .vae import TinyVAE, frames_to_tensor, tensor_to_frames
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+VAE_FILE = "tiny_vae.safetensors"
+DIT_FILE = "tiny_dit.safetensors"
+CONFIG_FILE = "tiny_config.json"
+
+
+@dataclass
+class TinyModelConfig:
+    """Architecture and native settings of EverAnimate-Tiny (stored next to its weights)."""
+
+    height: int = 64
+    width: int = 64
+    fps: float = 8.0
+    latent_channels: int = 16
+    vae_width: int = 32
+    vae_feat: int = 64
+    dim: int = 128
+    depth: int = 6
+    heads: int = 4
+    frames: int = 33
+    overlap: int = 4
+    anchors: int = 4
+
+    @classmethod
+    def load(cls, path: Path) -> "TinyModelConfig":
+        data = json.loads(Path(path).read_text())
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.__dict__, indent=1))
+
+
+class TinyDenoiser:
+    """Adapts TinyAnimateDiT to the sampler's denoiser protocol (velocity prediction)."""
+
+    prediction = "velocity"
+
+    def __init__(self, dit: TinyAnimateDiT):
+        self.dit = dit
+        self.calls = 0
+
+    def __call__(self, x: torch.Tensor, sigma: float, cond: ChunkCondition) -> torch.Tensor:
+        self.calls += 1
+        t = torch.full((x.shape[0],), float(sigma) * 1000.0)
+        return self.dit(x, t, cond.y, cond.pose, cond.anchors)
+
+
+class TinyBackend:
+    """ChunkBackend over TinyVAE + TinyAnimateDiT; counts VAE calls for the benchmarks."""
+
+    def __init__(self, vae: TinyVAE, dit: TinyAnimateDiT, config: TinyModelConfig):
+        self.vae = vae.eval()
+        self.dit = dit.eval()
+        self.config = config
+        self.denoiser = TinyDenoiser(self.dit)
+        self.frame_encodes = 0
+        self.video_encodes = 0
+        self.decodes = 0
+
+    def _check_frames(self, frames: np.ndarray) -> None:
+        h, w = frames.shape[-3], frames.shape[-2]
+        if h % 16 or w % 16:
+            raise ConfigError(
+                f"Frames of {w}x{h} are not divisible by 16 (VAE factor 8 x patch 2); "
+                "resize or crop to a multiple of 16."
+            )
+
+    @torch.no_grad()
+    def encode_frame(self, frame: np.ndarray) -> torch.Tensor:
+        self._check_frames(frame)
+        self.frame_encodes += 1
+        return self.vae.encode(frames_to_tensor(np.asarray(frame)[None]))[0]
+
+    @torch.no_grad()
+    def encode_pose(self, frames: np.ndarray) -> torch.Tensor:
+        self._check_frames(frames)
+        self.video_encodes += 1
+        return self.vae.encode(frames_to_tensor(frames))[0]
+
+    @torch.no_grad()
+    def sample(self, request: ChunkRequest) -> torch.Tensor:
+        y = model_input_condition(request.condition, request.mask)[None]
+        cond = ChunkCondition(y=y, pose=request.pose[None], anchors=request.layout.anchors, extras={})
+        x = sample_chunk(
+            self.denoiser,
+            request.noise,
+            cond,
+            request.sigmas,
+            anchor_latents=request.anchors[None],
+            restoration=request.restoration,
+            on_step=request.on_step,
+        )
+        return x[0]
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        self.decodes += 1
+        return tensor_to_frames(self.vae.decode(latents[None])).numpy()
+
+
+def build_models(config: TinyModelConfig) -> tuple[TinyVAE, TinyAnimateDiT]:
+    """Untrained TinyVAE and TinyAnimateDiT of the given configuration."""
+    vae = TinyVAE(config.latent_channels, config.vae_width, config.vae_feat)
+    dit = TinyAnimateDiT(config.latent_channels, 4, config.dim, config.depth, config.heads)
+    return vae, dit
+
+
+def load_tiny(weights_dir: str | Path | None = None, dit_file: str = DIT_FILE) -> TinyBackend:
+    """Load the shipped EverAnimate-Tiny weights (no download: they are in the package)."""
+    d = Path(weights_dir) if weights_dir else WEIGHTS_DIR
+    for name in (CONFIG_FILE, VAE_FILE, dit_file):
+        if not (d / name).exists():
+            raise FileNotFoundError(
+                f"EverAnimate-Tiny weight file {d / name} is missing. Reinstall the package, or "
+                "rebuild it with `python -m everanimate_core train-tiny`."
+            )
+    config = TinyModelConfig.load(d / CONFIG_FILE)
+    vae, dit = build_models(config)
+    vae.load_state_dict(load_file(str(d / VAE_FILE)))
+    dit.load_state_dict(load_file(str(d / dit_file)))
+    return TinyBackend(vae, dit, config)

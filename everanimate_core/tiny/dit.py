@@ -1,0 +1,139 @@
+"""TinyAnimateDiT: a miniature Wan-Animate-like video diffusion transformer.
+
+Read top to bottom:
+- input: the noisy latent x [B, C, T, h, w] channel-concatenated with y = [mask(4) | condition(C)]
+  (Wan-Animate's in_dim = 16 + 4 + 16 = 36), patchified 1x2x2 into tokens;
+- pose latents [B, C, G, h, w] are patch-embedded and ADDED to the tokens of slots K.. only: the K
+  anchor slots come first in time and get no pose term (the EverAnimate K-anchor layout);
+- 3D rotary positional encoding over (time, height, width) so any K + G works;
+- timestep modulation (adaLN-Zero) in every block; the model predicts the flow velocity.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def timestep_embedding(t: torch.Tensor, dim: int = 256) -> torch.Tensor:
+    """Sinusoidal embedding of timesteps t (Wan uses t = 1000*sigma)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def rope_angles(t: int, h: int, w: int, dims: tuple[int, int, int], device=None) -> torch.Tensor:
+    """Rotation angles [t*h*w, sum(dims)/2] of 3D RoPE, one band of frequencies per axis."""
+    parts = []
+    for n, d, axis in ((t, dims[0], 0), (h, dims[1], 1), (w, dims[2], 2)):
+        freqs = 1.0 / (10000 ** (torch.arange(0, d, 2, dtype=torch.float32, device=device) / d))
+        pos = torch.arange(n, dtype=torch.float32, device=device)
+        ang = pos[:, None] * freqs[None]
+        shape = [t, h, w, d // 2]
+        view = [1, 1, 1, d // 2]
+        view[axis] = n
+        parts.append(ang.view(view).expand(shape))
+    return torch.cat(parts, dim=-1).reshape(t * h * w, -1)
+
+
+def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs of channels of x [B, heads, N, Dh] by angles [N, Dh/2]."""
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    cos, sin = angles.cos(), angles.sin()
+    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return out.flatten(-2)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with adaLN-Zero timestep modulation."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.o = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.ffn = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(approximate="tanh"), nn.Linear(mlp_ratio * dim, dim))
+        self.modulation = nn.Linear(dim, 6 * dim)
+        nn.init.zeros_(self.modulation.weight)
+        nn.init.zeros_(self.modulation.bias)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        sh1, sc1, g1, sh2, sc2, g2 = self.modulation(temb).unsqueeze(1).chunk(6, dim=-1)
+        h = self.norm1(x) * (1 + sc1) + sh1
+        q, k, v = self.qkv(h).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k = apply_rope(q, angles), apply_rope(k, angles)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
+        x = x + g1 * self.o(a)
+        h = self.norm2(x) * (1 + sc2) + sh2
+        return x + g2 * self.ffn(h)
+
+
+class TinyAnimateDiT(nn.Module):
+    """Velocity-predicting video DiT over [K anchor slots | G generated slots]."""
+
+    prediction = "velocity"
+
+    def __init__(
+        self,
+        latent_channels: int = 16,
+        mask_channels: int = 4,
+        dim: int = 128,
+        depth: int = 6,
+        heads: int = 4,
+        patch: int = 2,
+    ):
+        super().__init__()
+        self.latent_channels = latent_channels
+        self.mask_channels = mask_channels
+        self.patch = patch
+        self.dim = dim
+        self.heads = heads
+        in_dim = 2 * latent_channels + mask_channels
+        self.patch_embed = nn.Conv3d(in_dim, dim, (1, patch, patch), stride=(1, patch, patch))
+        self.pose_embed = nn.Conv3d(latent_channels, dim, (1, patch, patch), stride=(1, patch, patch))
+        self.time_mlp = nn.Sequential(nn.Linear(256, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
+        self.norm_out = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mod_out = nn.Linear(dim, 2 * dim)
+        self.head = nn.Linear(dim, latent_channels * patch * patch)
+        nn.init.zeros_(self.mod_out.weight)
+        nn.init.zeros_(self.mod_out.bias)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        hd = dim // heads
+        ht = (hd // 3) // 2 * 2
+        hs = ((hd - ht) // 2) // 2 * 2
+        self.rope_dims = (hd - 2 * hs, hs, hs)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timestep: torch.Tensor,
+        y: torch.Tensor,
+        pose: torch.Tensor | None,
+        num_anchors: int,
+    ) -> torch.Tensor:
+        """x [B, C, T, h, w], timestep [B] (0..1000), y [B, 4+C, T, h, w], pose [B, C, T-K, h, w]."""
+        b, c, t, h, w = x.shape
+        p = self.patch
+        tok = self.patch_embed(torch.cat([x, y], dim=1))  # [B, D, T, h/p, w/p]
+        if pose is not None:
+            pose_tok = self.pose_embed(pose)
+            tok = torch.cat([tok[:, :, :num_anchors], tok[:, :, num_anchors:] + pose_tok], dim=2)
+        hp, wp = h // p, w // p
+        tok = tok.flatten(2).transpose(1, 2)  # [B, T*hp*wp, D]
+        temb = self.time_mlp(timestep_embedding(timestep.to(x.device)).to(x.dtype))
+        angles = rope_angles(t, hp, wp, self.rope_dims, device=x.device)
+        for blk in self.blocks:
+            tok = blk(tok, temb, angles)
+        sh, sc = self.mod_out(temb).unsqueeze(1).chunk(2, dim=-1)
+        out = self.head(self.norm_out(tok) * (1 + sc) + sh)  # [B, N, C*p*p]
+        out = out.view(b, t, hp, wp, c, p, p).permute(0, 4, 1, 2, 5, 3, 6)
+        return out.reshape(b, c, t, h, w)

@@ -1,0 +1,254 @@
+"""Train EverAnimate-Tiny on SynthDance, on the CPU, from one seeded command.
+
+    python -m everanimate_core train-tiny --out everanimate_core/tiny/weights
+
+Stages:
+1. TinyVAE: reconstruct 5-frame clips (1 + 4, the causal layout) of dancers and pose skeletons.
+   Then the per-channel latent mean/std are measured so the model space is normalized (zero =
+   mean), as with Wan.
+2. Base DiT: animate ONE chunk from the reference + pose (first-chunk layout: reference x K anchors,
+   no motion latent), as Wan-Animate does.
+3. Latent-memory stage (the release's training windows): the motion latent comes from the previous
+   REAL chunk's last latent, anchors from random frames of that chunk (p 0.95, each encoded on its
+   own) plus the reference, and the first-chunk layout with p 0.2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from ..flow import add_noise, clean_velocity, training_sigmas
+from ..layout import build_condition, model_input_condition
+from .backend import CONFIG_FILE, DIT_FILE, VAE_FILE, TinyModelConfig, build_models
+from .synthdance import make_sequence
+from .vae import frames_to_tensor
+
+try:
+    from tqdm import tqdm
+except ImportError:  # pragma: no cover
+    tqdm = None
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    sequences: int = 192
+    vae_steps: int = 1200
+    vae_batch: int = 8
+    base_steps: int = 1000
+    memory_steps: int = 1400
+    batch: int = 16
+    lr: float = 3e-4
+    first_chunk_p: float = 0.2
+    anchor_from_prev_p: float = 0.95
+
+
+def _progress(total: int, desc: str):
+    if tqdm is None:
+        return None
+    return tqdm(total=total, desc=desc, dynamic_ncols=True, mininterval=1.0)
+
+
+def _lr(step: int, total: int, base: float, warmup: int = 100) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def render_bank(cfg: TrainConfig, mc: TinyModelConfig, length: int) -> dict[str, np.ndarray]:
+    """Pre-render training sequences (frames, pose, reference) of ``length`` frames."""
+    frames, poses, refs = [], [], []
+    for i in range(cfg.sequences):
+        seq = make_sequence(i, "train", mc.height, mc.width, mc.fps)
+        start = (i * 37) % 400  # vary the phase of the dance
+        frames.append(seq.frames(start, start + length))
+        poses.append(seq.pose(start, start + length))
+        refs.append(seq.reference())
+    return {"frames": np.stack(frames), "pose": np.stack(poses), "reference": np.stack(refs)}
+
+
+def train_vae(vae, bank: dict[str, np.ndarray], cfg: TrainConfig, gen: torch.Generator, log) -> None:
+    """Reconstruction training of the causal VAE on 5-frame clips of frames and pose videos."""
+    opt = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
+    n, length = bank["frames"].shape[:2]
+    bar = _progress(cfg.vae_steps, "vae")
+    for step in range(cfg.vae_steps):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, cfg.vae_steps, 2e-3)
+        clips = []
+        for b in range(cfg.vae_batch):
+            i = int(torch.randint(n, (1,), generator=gen))
+            o = int(torch.randint(length - 5, (1,), generator=gen))
+            src = bank["pose"] if b % 4 == 3 else bank["frames"]
+            clips.append(frames_to_tensor(src[i, o : o + 5]))
+        x = torch.cat(clips)
+        z = vae.encode_raw(x)
+        z = z + 0.02 * torch.randn(z.shape, generator=gen)
+        rec = vae.decode_raw(z)
+        loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if bar:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % 250 == 0:
+            log(f"vae step {step} loss {loss.item():.4f}")
+    if bar:
+        bar.close()
+
+
+@torch.no_grad()
+def set_latent_stats(vae, bank: dict[str, np.ndarray]) -> None:
+    """Measure per-channel mean/std of raw latents so model space is normalized."""
+    zs = []
+    for i in range(0, len(bank["frames"]), 8):
+        for j in range(i, min(i + 8, len(bank["frames"]))):
+            zs.append(vae.encode_raw(frames_to_tensor(bank["frames"][j, :33]))[0].flatten(1))
+    z = torch.cat(zs, dim=1)
+    vae.latents_mean.copy_(z.mean(dim=1))
+    vae.latents_std.copy_(z.std(dim=1).clamp_min(1e-3))
+
+
+@torch.no_grad()
+def encode_windows(vae, bank: dict[str, np.ndarray], mc: TinyModelConfig) -> dict[str, torch.Tensor]:
+    """Model-space latents of two consecutive chunk windows per sequence (A, then B = next chunk)."""
+    f, stride = mc.frames, mc.frames - mc.overlap
+    out: dict[str, list] = {k: [] for k in ("a", "b", "pose_a", "pose_b", "singles_a", "ref")}
+    for i in range(len(bank["frames"])):
+        fr, po = bank["frames"][i], bank["pose"][i]
+        out["a"].append(vae.encode(frames_to_tensor(fr[:f]))[0])
+        out["b"].append(vae.encode(frames_to_tensor(fr[stride : stride + f]))[0])
+        out["pose_a"].append(vae.encode(frames_to_tensor(po[:f]))[0])
+        out["pose_b"].append(vae.encode(frames_to_tensor(po[stride : stride + f]))[0])
+        singles = vae.encode(frames_to_tensor(fr[:f]).permute(2, 1, 0, 3, 4))  # each frame alone
+        out["singles_a"].append(singles[:, :, 0])
+        out["ref"].append(vae.encode(frames_to_tensor(bank["reference"][i][None]))[0])
+    return {k: torch.stack(v) for k, v in out.items()}
+
+
+def make_batch(data: dict[str, torch.Tensor], mc: TinyModelConfig, cfg: TrainConfig, memory_stage: bool, gen: torch.Generator):
+    """A batch of (x0, y, pose) in the EverAnimate layout, with the release's training windows."""
+    n = data["a"].shape[0]
+    k, f = mc.anchors, mc.frames
+    xs, ys, poses = [], [], []
+    for _ in range(cfg.batch):
+        i = int(torch.randint(n, (1,), generator=gen))
+        ref = data["ref"][i]  # [C, 1, h, w]
+        first = (not memory_stage) or float(torch.rand(1, generator=gen)) < cfg.first_chunk_p
+        if first:
+            anchors, motion, x0, pose = ref.repeat(1, k, 1, 1), None, data["a"][i], data["pose_a"][i]
+        else:
+            if float(torch.rand(1, generator=gen)) < cfg.anchor_from_prev_p:
+                idx = torch.randperm(f - 1, generator=gen)[: k - 1] + 1
+                picks = data["singles_a"][i][idx].permute(1, 0, 2, 3)  # [C, K-1, h, w]
+                anchors = torch.cat([picks, ref], dim=1)
+            else:
+                anchors = ref.repeat(1, k, 1, 1)
+            motion = data["a"][i][:, -1:]
+            x0, pose = data["b"][i], data["pose_b"][i]
+        cond, mask, _ = build_condition(anchors, motion, x0.shape[1])
+        y = model_input_condition(cond, mask)
+        # x0 over all K+G slots: anchor slots are denoised too; their clean value is the anchors.
+        xs.append(torch.cat([anchors, x0], dim=1))
+        ys.append(y)
+        poses.append(pose)
+    return torch.stack(xs), torch.stack(ys), torch.stack(poses)
+
+
+def train_dit(dit, data, mc: TinyModelConfig, cfg: TrainConfig, gen: torch.Generator, log) -> None:
+    """Flow-matching training: base (first-chunk layout), then the latent-memory stage."""
+    opt = torch.optim.AdamW(dit.parameters(), lr=cfg.lr, weight_decay=0.01)
+    grid = training_sigmas(5.0)
+    total = cfg.base_steps + cfg.memory_steps
+    bar = _progress(total, "dit")
+    for step in range(total):
+        memory_stage = step >= cfg.base_steps
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, total, cfg.lr)
+        x0, y, pose = make_batch(data, mc, cfg, memory_stage, gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        sig = grid[torch.randint(len(grid), (x0.shape[0],), generator=gen)]
+        s = sig.view(-1, 1, 1, 1, 1)
+        xt = add_noise(x0, noise, s)
+        target = clean_velocity(x0, noise)
+        pred = dit(xt, sig * 1000.0, y, pose, mc.anchors)
+        loss = ((pred - target) ** 2)[:, :, mc.anchors :].mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
+        opt.step()
+        if bar:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", stage="memory" if memory_stage else "base")
+        if step % 250 == 0:
+            log(f"dit step {step} ({'memory' if memory_stage else 'base'}) loss {loss.item():.4f}")
+    if bar:
+        bar.close()
+
+
+def train_tiny(out_dir: str | Path, cfg: TrainConfig | None = None, mc: TinyModelConfig | None = None) -> dict:
+    """Train all stages and write the weights; returns a summary with wall times."""
+    cfg = cfg or TrainConfig()
+    mc = mc or TinyModelConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    logs: list[str] = []
+
+    def log(msg: str) -> None:
+        logs.append(msg)
+        if tqdm is None:
+            print(msg, flush=True)
+
+    times = {}
+    t = time.perf_counter()
+    bank = render_bank(cfg, mc, length=mc.frames + (mc.frames - mc.overlap))
+    times["render_s"] = time.perf_counter() - t
+    vae, dit = build_models(mc)
+    t = time.perf_counter()
+    train_vae(vae, bank, cfg, gen, log)
+    set_latent_stats(vae, bank)
+    times["vae_s"] = time.perf_counter() - t
+    vae.eval()
+    t = time.perf_counter()
+    data = encode_windows(vae, bank, mc)
+    times["encode_s"] = time.perf_counter() - t
+    del bank
+    t = time.perf_counter()
+    train_dit(dit, data, mc, cfg, gen, log)
+    times["dit_s"] = time.perf_counter() - t
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(out / VAE_FILE))
+    save_file({k: v.contiguous() for k, v in dit.state_dict().items()}, str(out / DIT_FILE))
+    mc.save(out / CONFIG_FILE)
+    summary = {"train_config": cfg.__dict__, "times": times, "log": logs}
+    (out / "training_summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Train EverAnimate-Tiny on SynthDance (CPU).")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "weights"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="a few steps of each stage (smoke test)")
+    a = p.parse_args(argv)
+    cfg = TrainConfig(seed=a.seed)
+    if a.quick:
+        cfg = TrainConfig(seed=a.seed, sequences=8, vae_steps=5, base_steps=5, memory_steps=5, batch=4)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    s = train_tiny(a.out, cfg)
+    print(json.dumps(s["times"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
