@@ -220,7 +220,7 @@ def start_memory(
     )
 
 
-def generate_chunk(
+def sample_chunk_latents(
     backend: ChunkBackend,
     memory: LatentMemory,
     chunk: ChunkWindow,
@@ -230,9 +230,9 @@ def generate_chunk(
     face_video: FrameSource | None = None,
     stats: LoopStats | None = None,
     on_step: Callable[[int, int, torch.Tensor], None] | None = None,
-) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """Generate chunk ``memory.chunk_index``; returns (generated latents [C, G, h, w],
-    all decoded frames uint8 [F, H, W, 3], the chunk's pose window uint8)."""
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Denoise chunk ``memory.chunk_index``; returns (generated latents [C, G, h, w] in model
+    space, the chunk's pose window uint8 [F, H, W, 3]). Raises NonFiniteError on NaN/inf."""
     stats = stats or LoopStats()
     if chunk.index != memory.chunk_index:
         raise ConfigError(
@@ -278,10 +278,37 @@ def generate_chunk(
             "are kept. Try another seed, fp32/bf16 instead of fp16, or a lower LoRA strength.",
             chunk.index,
         )
+    return generated, pose_frames
+
+
+def decode_chunk(
+    backend: ChunkBackend, generated: torch.Tensor, chunk: ChunkWindow, stats: LoopStats | None = None
+) -> np.ndarray:
+    """Decode a chunk's generated latents to uint8 frames [F, H, W, 3]."""
+    stats = stats or LoopStats()
     t = time.perf_counter()
     frames = backend.decode(generated)
     stats.decode += time.perf_counter() - t
-    return generated, frames, pose_frames
+    return frames
+
+
+def generate_chunk(
+    backend: ChunkBackend,
+    memory: LatentMemory,
+    chunk: ChunkWindow,
+    pose_video: FrameSource,
+    reference_frame: np.ndarray,
+    settings: AnimationSettings,
+    face_video: FrameSource | None = None,
+    stats: LoopStats | None = None,
+    on_step: Callable[[int, int, torch.Tensor], None] | None = None,
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Denoise and decode one chunk: (generated latents, decoded frames, pose window)."""
+    stats = stats or LoopStats()
+    generated, pose_frames = sample_chunk_latents(
+        backend, memory, chunk, pose_video, reference_frame, settings, face_video, stats, on_step
+    )
+    return generated, decode_chunk(backend, generated, chunk, stats), pose_frames
 
 
 def advance_memory(

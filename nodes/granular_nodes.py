@@ -1,0 +1,260 @@
+"""The granular nodes: Latent Memory Init -> Chunk Sampler -> Memory Propagate -> ... -> Decode & Stitch.
+
+Each node calls the same core functions as the Long Animation node; state crosses nodes only in the
+EVERANIMATE_MEMORY / EVERANIMATE_CHUNK sockets and in the session folder on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from comfy_api.latest import io
+
+from everanimate_core.errors import ConfigError
+from everanimate_core.pipeline import advance_memory, decode_chunk, kept_frames, sample_chunk_latents, start_memory
+from everanimate_core.plan import ChunkWindow, plan_for_driving
+from everanimate_core.runs import read_segment, write_segment
+
+from .comfy_backend import ComfyWanBackend, DecodeOptions, require_even_resolution
+from .graph_state import (
+    CHUNK_TYPE,
+    MEMORY_TYPE,
+    ChunkHandle,
+    GraphMemory,
+    check_chunk_follows,
+    frames_path,
+    load_chunk_latents,
+    plan_to_dicts,
+    save_chunk_latents,
+    session_dir_for,
+)
+from .images import RESIZE_MODES, ImageFrames, image_to_frames, resize_images
+from .output import VideoOutput, output_inputs
+from .progress import ChunkProgress, check_cancel
+from .settings import anchor_inputs, build_settings, chunk_inputs, sampling_inputs
+from .wan_patch import require_wan_animate, with_k_anchor_patch
+
+log = logging.getLogger("EverAnimate")
+
+Memory = io.Custom(MEMORY_TYPE)
+Chunk = io.Custom(CHUNK_TYPE)
+
+
+def everanimate_root() -> Path:
+    import folder_paths
+
+    return Path(folder_paths.get_output_directory()) / "everanimate"
+
+
+class LatentMemoryInit(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="EverAnimateLatentMemoryInit",
+            display_name="EverAnimate Latent Memory Init",
+            category="EverAnimate",
+            description=(
+                "Starts an EverAnimate session: encodes the reference image on its own (one latent) "
+                "and fills the K anchor slots for chunk 0. The anchors for later chunks are built "
+                "once, after chunk 0, by Memory Propagate."
+            ),
+            inputs=[
+                io.Vae.Input("vae", tooltip="The Wan 2.1 VAE (wan_2.1_vae.safetensors)."),
+                io.Image.Input("reference_image", tooltip="The character to animate (first image is used)."),
+                io.Int.Input("width", default=832, min=16, max=4096, step=16, tooltip="Video width, a multiple of 16 (release 832)."),
+                io.Int.Input("height", default=480, min=16, max=4096, step=16, tooltip="Video height, a multiple of 16 (release 480)."),
+                io.Combo.Input("resize_mode", options=list(RESIZE_MODES), default="crop", tooltip="How the reference (and the pose video) are fitted to width x height."),
+                *anchor_inputs(),
+                io.String.Input("session_name", default="everanimate", tooltip="Name of the session folder under output/everanimate where chunk latents are kept."),
+                io.Image.Input("anchor_images", optional=True, tooltip="Optional extra views of the character for the 'user' anchor policy (up to K-1 images)."),
+            ],
+            outputs=[Memory.Output(display_name="memory", tooltip="The latent memory before chunk 0.")],
+        )
+
+    @classmethod
+    def execute(cls, vae, reference_image, width, height, resize_mode, anchors, anchor_policy, anchor_seed, session_name, anchor_images=None) -> io.NodeOutput:
+        require_even_resolution(width, height)
+        ref = image_to_frames(resize_images(reference_image[:1], width, height, resize_mode))[0]
+        users = [] if anchor_images is None else list(image_to_frames(resize_images(anchor_images, width, height, resize_mode)))
+        settings = build_settings(
+            dict(frames_per_chunk=77, overlap=4, anchors=anchors, steps=20, shift=5.0, seed=42, anchor_policy=anchor_policy, anchor_seed=anchor_seed)
+        )
+        backend = ComfyWanBackend(_LatentOnly(), vae, None, None)
+        memory = start_memory(backend, ref, settings, user_anchor_frames=users)
+        folder = session_dir_for(
+            everanimate_root(),
+            session_name,
+            {"ref": ref.tobytes().hex()[:4096], "shape": ref.shape, "K": anchors, "policy": anchor_policy, "seed": anchor_seed, "users": len(users)},
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        return io.NodeOutput(GraphMemory(memory, ref, str(folder), width, height))
+
+
+class _LatentOnly:
+    """Stand-in MODEL for VAE-only backends: the Wan 2.1 latent format without a model."""
+
+    def get_model_object(self, name):
+        import comfy.latent_formats
+
+        if name != "latent_format":
+            raise KeyError(name)
+        return comfy.latent_formats.Wan21()
+
+
+class ChunkSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="EverAnimateChunkSampler",
+            display_name="EverAnimate Chunk Sampler (Restorative Flow)",
+            category="EverAnimate",
+            description=(
+                "Generates the next chunk from the latent memory: builds the EverAnimate layout "
+                "[anchors | motion latent | zero padding] exactly as the release, encodes the chunk's "
+                "pose window, and samples with Euler on the release's sigma schedule. Optional "
+                "inference-time anchor restoration (off = release)."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="Wan2.2-Animate-14B, ideally through Load EverAnimate LoRA."),
+                io.Conditioning.Input("positive", tooltip="Text conditioning (UMT5)."),
+                io.Conditioning.Input("negative", tooltip="Negative text conditioning (unused at cfg 1)."),
+                io.Vae.Input("vae", tooltip="The Wan 2.1 VAE."),
+                Memory.Input("memory", tooltip="From Latent Memory Init (chunk 0) or Memory Propagate."),
+                io.Image.Input("pose_video", tooltip="The whole driving pose video (rendered skeletons); the chunk's window is taken from it."),
+                *chunk_inputs(),
+                *sampling_inputs(),
+                io.Int.Input("total_frames", default=0, min=0, max=1_000_000, tooltip="Output length in frames; 0 = the pose video's length."),
+                io.Image.Input("face_video", optional=True, tooltip="Optional face crops (512x512), read with the same window mode over its own length."),
+                io.ClipVision.Input("clip_vision", optional=True, tooltip="CLIP vision model (clip_vision_h): encodes the reference for chunk 0, the previous chunk's last frame after."),
+            ],
+            outputs=[
+                Chunk.Output(display_name="chunk", tooltip="The sampled chunk (latents kept in the session folder)."),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, vae, memory: GraphMemory, pose_video, frames_per_chunk, overlap, total_frames, face_video=None, clip_vision=None, **kw) -> io.NodeOutput:
+        require_wan_animate(model, "EverAnimate Chunk Sampler")
+        mem = memory.memory
+        kw.update(frames_per_chunk=frames_per_chunk, overlap=overlap, anchors=mem.num_anchors, anchor_policy=mem.anchor_policy, anchor_seed=mem.anchor_seed)
+        settings = build_settings(kw)
+        pose = ImageFrames(pose_video, memory.width, memory.height)
+        face = None if face_video is None else ImageFrames(face_video)
+        plan = plan_for_driving(len(pose), settings.chunk, total_frames or None, settings.window_mode)
+        if mem.chunk_index >= len(plan):
+            raise ConfigError(
+                f"The video is complete: all {len(plan)} chunks for {plan.total_frames} frames are done. "
+                "Remove this Chunk Sampler or raise total_frames."
+            )
+        chunk = plan[mem.chunk_index]
+        progress = ChunkProgress(1, settings.steps, cls.hidden.unique_id)
+        progress.text(f"EverAnimate: chunk {chunk.index + 1} of {len(plan)}")
+        backend = ComfyWanBackend(with_k_anchor_patch(model, mem.num_anchors), vae, positive, negative, clip_vision, settings_cfg(kw))
+        generated, pose_frames = sample_chunk_latents(
+            backend, mem, chunk, pose, memory.reference, settings, face, on_step=lambda i, n, x: progress.on_step(0, i, n)
+        )
+        save_chunk_latents(memory.session_dir, chunk.index, generated)
+        handle = ChunkHandle(
+            session_dir=memory.session_dir,
+            index=chunk.index,
+            plan_total=plan.total_frames,
+            settings=settings.chunk.as_dict(),
+            chunks=plan_to_dicts(plan),
+            pose_window=pose_frames if (chunk.index == 0 and mem.anchor_policy == "pose_diverse") else None,
+        )
+        return io.NodeOutput(handle)
+
+
+def settings_cfg(kw: dict) -> float:
+    return float(kw.get("cfg", 1.0))
+
+
+def chunk_frames(vae, handle: ChunkHandle, index: int, decode: DecodeOptions) -> np.ndarray:
+    """Kept frames of chunk ``index``: from the lossless segment if one exists, else decoded now."""
+    seg = frames_path(handle.session_dir, index)
+    if seg.exists():
+        return read_segment(seg)
+    backend = ComfyWanBackend(_LatentOnly(), vae, None, None, decode=decode)
+    w = ChunkWindow(**handle.chunks[index])
+    frames = decode_chunk(backend, load_chunk_latents(handle.session_dir, index), w)
+    return kept_frames(w, frames)
+
+
+class MemoryPropagate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="EverAnimateMemoryPropagate",
+            display_name="EverAnimate Memory Propagate",
+            category="EverAnimate",
+            description=(
+                "Carries the latent memory to the next chunk: the motion latent is the chunk's last "
+                "latent, taken in latent space (no VAE round trip). After chunk 0 only, the anchors "
+                "are built from chunk 0's frames, each encoded on its own. The chunk is decoded once "
+                "here (for its last frame) and kept losslessly for Decode & Stitch."
+            ),
+            inputs=[
+                Memory.Input("memory", tooltip="The memory the chunk was sampled from."),
+                Chunk.Input("chunk", tooltip="The chunk from the Chunk Sampler that used this memory."),
+                io.Vae.Input("vae", tooltip="The Wan 2.1 VAE (decodes the chunk; encodes the anchor frames after chunk 0)."),
+                io.Boolean.Input("tiled_decode", default=False, tooltip="Decode in tiles to save VRAM at large sizes."),
+            ],
+            outputs=[Memory.Output(display_name="memory", tooltip="The memory for the next chunk.")],
+        )
+
+    @classmethod
+    def execute(cls, memory: GraphMemory, chunk: ChunkHandle, vae, tiled_decode) -> io.NodeOutput:
+        check_chunk_follows(memory, chunk)
+        check_cancel()
+        backend = ComfyWanBackend(_LatentOnly(), vae, None, None, decode=DecodeOptions(tiled=tiled_decode))
+        window = chunk.window
+        generated = load_chunk_latents(chunk.session_dir, chunk.index)
+        frames = decode_chunk(backend, generated, window)
+        write_segment(frames_path(chunk.session_dir, chunk.index), kept_frames(window, frames))
+        settings = build_settings(
+            dict(frames_per_chunk=chunk.chunk_settings.frames, overlap=chunk.chunk_settings.overlap, anchors=memory.memory.num_anchors, steps=20, shift=5.0, seed=42)
+        )
+        new = advance_memory(backend, memory.memory, generated, frames, settings, chunk.pose_window)
+        return io.NodeOutput(GraphMemory(new, memory.reference, memory.session_dir, memory.width, memory.height))
+
+
+class DecodeStitch(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="EverAnimateDecodeStitch",
+            display_name="EverAnimate Decode & Stitch",
+            category="EverAnimate",
+            description=(
+                "Decodes the session's chunks one by one (reusing what Memory Propagate already "
+                "decoded), drops each chunk's overlap, and streams the frames to an MP4 in the output "
+                "folder. Host memory does not grow with the video's length."
+            ),
+            inputs=[
+                Chunk.Input("chunk", tooltip="The LAST chunk of the video; all earlier chunks of its session are stitched before it."),
+                io.Vae.Input("vae", tooltip="The Wan 2.1 VAE."),
+                io.Boolean.Input("tiled_decode", default=False, tooltip="Decode in tiles to save VRAM at large sizes."),
+                *output_inputs(),
+            ],
+            outputs=VideoOutput.outputs(),
+            hidden=[io.Hidden.unique_id],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, chunk: ChunkHandle, vae, tiled_decode, **kw) -> io.NodeOutput:
+        out = VideoOutput.from_widgets(kw)
+        progress = ChunkProgress(chunk.index + 1, 1, cls.hidden.unique_id)
+        decode = DecodeOptions(tiled=tiled_decode)
+        with out.writer() as sink:
+            for i in range(chunk.index + 1):
+                check_cancel()
+                frames = chunk_frames(vae, chunk, i, decode)
+                sink.write(frames)
+                progress.chunk_done(i, frames[-1])
+        if chunk.index + 1 < chunk.num_chunks:
+            log.warning("EverAnimate: stitched chunks 0..%d of %d; the driving video needs %d chunks for %d frames.", chunk.index, chunk.num_chunks, chunk.num_chunks, chunk.plan_total)
+        return out.node_output()

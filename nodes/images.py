@@ -1,0 +1,68 @@
+"""Conversions between ComfyUI IMAGE tensors ([N, H, W, C] float in 0..1) and uint8 frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from everanimate_core.errors import ConfigError
+
+RESIZE_MODES = ("crop", "pad", "stretch")
+
+
+def image_to_frames(images: torch.Tensor, rounding: str = "round") -> np.ndarray:
+    """IMAGE -> uint8 [N, H, W, 3]. ``round`` for inputs (exact for images loaded from 8-bit files);
+    ``floor`` for decoded outputs, matching the release's truncation of (x+1)*127.5."""
+    x = images[..., :3].detach().float().cpu().clamp(0, 1) * 255.0
+    x = x.round() if rounding == "round" else x.floor()
+    return x.to(torch.uint8).numpy()
+
+
+def frames_to_image(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> IMAGE float [N, H, W, 3] in 0..1."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).float() / 255.0
+
+
+def resize_images(images: torch.Tensor, width: int, height: int, mode: str = "crop") -> torch.Tensor:
+    """Resize an IMAGE batch to width x height: ``crop`` (fill, centre crop), ``pad`` (fit, black
+    bars) or ``stretch``. Unchanged when it already has that size."""
+    if mode not in RESIZE_MODES:
+        raise ConfigError(f"Unknown resize mode {mode!r}; choose one of {RESIZE_MODES}.")
+    n, h, w, c = images.shape
+    if (h, w) == (height, width):
+        return images
+    x = images.permute(0, 3, 1, 2).float()
+    if mode == "stretch":
+        out = torch.nn.functional.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+        return out.permute(0, 2, 3, 1).clamp(0, 1)
+    scale = max(width / w, height / h) if mode == "crop" else min(width / w, height / h)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    x = torch.nn.functional.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    if mode == "crop":
+        top, left = (nh - height) // 2, (nw - width) // 2
+        x = x[:, :, top : top + height, left : left + width]
+    else:
+        canvas = x.new_zeros((n, c, height, width))
+        top, left = (height - nh) // 2, (width - nw) // 2
+        canvas[:, :, top : top + nh, left : left + nw] = x
+        x = canvas
+    return x.permute(0, 2, 3, 1).clamp(0, 1)
+
+
+class ImageFrames:
+    """A lazy uint8 frame source over an IMAGE batch: resizes and converts only the frames asked
+    for, so a long driving video is never duplicated in memory."""
+
+    def __init__(self, images: torch.Tensor, width: int | None = None, height: int | None = None, mode: str = "crop"):
+        if images is None or images.dim() != 4 or images.shape[0] == 0:
+            raise ConfigError("The video input is empty: connect a video with at least one frame.")
+        self.images, self.width, self.height, self.mode = images, width, height, mode
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, idx) -> np.ndarray:
+        batch = self.images[torch.as_tensor(np.asarray(idx), dtype=torch.long)]
+        if self.width is not None and self.height is not None:
+            batch = resize_images(batch, self.width, self.height, self.mode)
+        return image_to_frames(batch)

@@ -1,0 +1,86 @@
+"""Writing the animation: an MP4 streamed into ComfyUI's output folder, returned as a VIDEO (usable
+by the stock Save Video / Get Video Components nodes) and, only when asked, as an IMAGE batch."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from comfy_api.latest import io, ui
+
+from everanimate_core.video import StreamingVideoWriter
+
+from .images import frames_to_image
+
+
+def output_inputs() -> list:
+    return [
+        io.String.Input("filename_prefix", default="everanimate/EverAnimate", tooltip="Where the MP4 goes, relative to ComfyUI's output folder."),
+        io.Float.Input("fps", default=16.0, min=1.0, max=120.0, step=1.0, tooltip="Frame rate of the output video (Wan-Animate: 16)."),
+        io.Boolean.Input("return_images", default=False, tooltip="Also return every frame as an IMAGE batch. Off by default: a minute at 480x832 is ~7 GB of float32; the VIDEO output is streamed from disk instead."),
+    ]
+
+
+@dataclass
+class VideoOutput:
+    """One output MP4 and what the node returns for it."""
+
+    filename_prefix: str
+    fps: float
+    return_images: bool
+    path: Path | None = None
+    subfolder: str = ""
+    collected: list = field(default_factory=list)
+    last_frame: np.ndarray | None = None
+
+    @staticmethod
+    def outputs() -> list:
+        return [
+            io.Video.Output(display_name="video", tooltip="The animation as a VIDEO (the MP4 in the output folder)."),
+            io.Image.Output(display_name="images", tooltip="All frames when return_images is on; otherwise only the last frame."),
+        ]
+
+    @classmethod
+    def from_widgets(cls, kw: dict) -> "VideoOutput":
+        out = cls(str(kw.get("filename_prefix", "everanimate/EverAnimate")), float(kw.get("fps", 16.0)), bool(kw.get("return_images", False)))
+        out._choose_path()
+        return out
+
+    def _choose_path(self) -> None:
+        import folder_paths
+
+        full_dir, name, counter, subfolder, _ = folder_paths.get_save_image_path(self.filename_prefix, folder_paths.get_output_directory())
+        os.makedirs(full_dir, exist_ok=True)
+        self.path = Path(full_dir) / f"{name}_{counter:05}_.mp4"
+        self.subfolder = subfolder
+
+    @contextmanager
+    def writer(self):
+        """A frame sink streaming to the MP4; on failure the frames so far stay in .partial.mp4."""
+        outer = self
+
+        class Sink:
+            def write(self, frames: np.ndarray) -> None:
+                w.write(frames)
+                outer.last_frame = np.array(frames[-1])
+                if outer.return_images:
+                    outer.collected.append(np.array(frames))
+
+        with StreamingVideoWriter(self.path, self.fps) as w:
+            yield Sink()
+
+    def node_output(self) -> io.NodeOutput:
+        from comfy_api.latest import InputImpl
+
+        if self.return_images and self.collected:
+            images = frames_to_image(np.concatenate(self.collected))
+        elif self.last_frame is not None:
+            images = frames_to_image(self.last_frame[None])
+        else:
+            images = torch.zeros(1, 64, 64, 3)
+        preview = ui.PreviewVideo([ui.SavedResult(self.path.name, self.subfolder, io.FolderType.output)])
+        return io.NodeOutput(InputImpl.VideoFromFile(str(self.path)), images, ui=preview)
