@@ -21,7 +21,11 @@ def apply_everanimate_lora(model, lora_state_dict, strength: float, shift: float
     require_wan_animate(model, "Load EverAnimate LoRA")
     lora = parse_lora_state_dict(lora_state_dict, ignore_unknown_keys=True)
     model_keys = comfy.lora.model_lora_keys_unet(model.model, {})
-    names = {k[len("diffusion_model.") : -len(".weight")] for k in model_keys if k.startswith("diffusion_model.") and k.endswith(".weight")}
+    names = {
+        v[len("diffusion_model.") : -len(".weight")]
+        for v in model_keys.values()
+        if isinstance(v, str) and v.startswith("diffusion_model.") and v.endswith(".weight")
+    }
     report = match_modules(lora, names)
     report.raise_if_insufficient(min_fraction=1.0, model_name="Wan2.2-Animate-14B")
     loaded = comfy.lora.load_lora(to_comfy_keys(lora), model_keys, log_missing=False)

@@ -31,7 +31,7 @@ class TinyModelConfig:
     width: int = 64
     fps: float = 8.0
     latent_channels: int = 16
-    vae_width: int = 32
+    vae_width: int = 256
     vae_feat: int = 64
     dim: int = 128
     depth: int = 6

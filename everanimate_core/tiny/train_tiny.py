@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover
 class TrainConfig:
     seed: int = 0
     sequences: int = 192
-    vae_steps: int = 1200
+    vae_steps: int = 2500
     vae_batch: int = 8
     base_steps: int = 1000
     memory_steps: int = 1400
@@ -78,12 +78,12 @@ def render_bank(cfg: TrainConfig, mc: TinyModelConfig, length: int) -> dict[str,
 
 def train_vae(vae, bank: dict[str, np.ndarray], cfg: TrainConfig, gen: torch.Generator, log) -> None:
     """Reconstruction training of the causal VAE on 5-frame clips of frames and pose videos."""
-    opt = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     n, length = bank["frames"].shape[:2]
     bar = _progress(cfg.vae_steps, "vae")
     for step in range(cfg.vae_steps):
         for g in opt.param_groups:
-            g["lr"] = _lr(step, cfg.vae_steps, 2e-3)
+            g["lr"] = _lr(step, cfg.vae_steps, 1e-3)
         clips = []
         for b in range(cfg.vae_batch):
             i = int(torch.randint(n, (1,), generator=gen))
@@ -92,7 +92,7 @@ def train_vae(vae, bank: dict[str, np.ndarray], cfg: TrainConfig, gen: torch.Gen
             clips.append(frames_to_tensor(src[i, o : o + 5]))
         x = torch.cat(clips)
         z = vae.encode_raw(x)
-        z = z + 0.02 * torch.randn(z.shape, generator=gen)
+        z = z + 0.01 * torch.randn(z.shape, generator=gen)
         rec = vae.decode_raw(z)
         loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean()
         opt.zero_grad(set_to_none=True)

@@ -1,0 +1,41 @@
+"""Command line: ``python -m everanimate_core {demo,train-tiny,bench} ...``."""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: python -m everanimate_core COMMAND [options]
+
+commands:
+  demo         render a minute of animation of a held-out dancer with EverAnimate-Tiny
+  train-tiny   retrain EverAnimate-Tiny on SynthDance (CPU, seeded)
+  bench        benchmarks: loop overhead, memory growth, VAE round trips (see --help)
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "demo":
+        from .demo import main as demo_main
+
+        demo_main(rest)
+    elif cmd == "train-tiny":
+        from .tiny.train_tiny import main as train_main
+
+        train_main(rest)
+    elif cmd == "bench":
+        from .bench import main as bench_main
+
+        bench_main(rest)
+    else:
+        print(f"unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

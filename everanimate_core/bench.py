@@ -1,0 +1,135 @@
+"""Benchmarks that print numbers (no timed tests): loop overhead, memory growth, VAE round trips.
+
+    python -m everanimate_core bench loop   [--chunks 51] [--steps 20]
+    python -m everanimate_core bench vae    [--sequences 8]
+    python -m everanimate_core bench chunk0 [--sequences 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .metrics import psnr, ssim
+from .pipeline import AnimationSettings, LoopHooks, generate_chunk, run_animation, start_memory
+from .plan import ChunkSettings, frames_for_chunks, plan_chunks
+from .tiny.backend import load_tiny
+from .tiny.synthdance import make_sequence
+from .tiny.vae import frames_to_tensor, tensor_to_frames
+from .video import StreamingVideoWriter
+
+
+def rss_mb() -> float:
+    """Resident set size of this process in MB (Linux /proc; 0 elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def bench_loop(chunks: int = 51, steps: int = 20, index: int = 1) -> dict:
+    """A long tiny run streamed to MP4: share of time outside model/VAE, RSS at chunks 5 and 50."""
+    be = load_tiny()
+    mc = be.config
+    settings = AnimationSettings(chunk=ChunkSettings(mc.frames, mc.overlap, mc.anchors), steps=steps)
+    total = frames_for_chunks(chunks, settings.chunk)
+    seq = make_sequence(index, "test", mc.height, mc.width, mc.fps)
+    rss: dict[int, float] = {}
+
+    def on_chunk(out, n):
+        rss[out.chunk.index] = rss_mb()
+
+    with tempfile.TemporaryDirectory() as d:
+        with StreamingVideoWriter(Path(d) / "bench.mp4", mc.fps) as w:
+            plan, memory, stats = run_animation(
+                be, seq.reference(), seq.pose(0, total), settings, w, hooks=LoopHooks(on_chunk=on_chunk)
+            )
+    a, b = min(5, chunks - 1), chunks - 1
+    result = {
+        "chunks": len(plan),
+        "frames": total,
+        "steps": steps,
+        "wall_s": round(stats.total, 2),
+        "model_and_vae_s": round(stats.model_and_vae, 2),
+        "loop_overhead_pct": round(100 * stats.overhead_fraction, 3),
+        "anchor_encodes": stats.anchor_encodes,
+        "anchor_encodes_after_chunk0": stats.anchor_encodes - 1 - (settings.chunk.anchors - 1),
+        "pose_encodes_per_chunk": stats.pose_encodes / len(plan),
+        f"rss_mb_chunk{a}": round(rss[a], 1),
+        f"rss_mb_chunk{b}": round(rss[b], 1),
+        "rss_growth_mb": round(rss[b] - rss[a], 1),
+    }
+    return result
+
+
+@torch.no_grad()
+def bench_vae(sequences: int = 8, frames: int = 33) -> dict:
+    """PSNR of a decoded/re-encoded video after 1, 5, 10, 20 VAE round trips (held-out data)."""
+    be = load_tiny()
+    mc = be.config
+    rounds = [1, 5, 10, 20]
+    scores: dict[int, list] = {r: [] for r in rounds}
+    for i in range(sequences):
+        seq = make_sequence(i, "test", mc.height, mc.width, mc.fps)
+        gt = seq.frames(0, frames)
+        x = frames_to_tensor(gt)
+        for r in range(1, max(rounds) + 1):
+            x = be.vae.decode(be.vae.encode(x))
+            x = frames_to_tensor(tensor_to_frames(x))  # through uint8, as a real pipeline would
+            if r in scores:
+                scores[r].append(psnr(tensor_to_frames(x).numpy(), gt))
+    return {f"psnr_after_{r}_roundtrips": round(float(np.mean(v)), 2) for r, v in scores.items()}
+
+
+@torch.no_grad()
+def bench_chunk0(sequences: int = 8, steps: int = 20) -> dict:
+    """Chunk-0 quality of the tiny model on held-out dancers: PSNR/SSIM vs ground truth."""
+    be = load_tiny()
+    mc = be.config
+    settings = AnimationSettings(chunk=ChunkSettings(mc.frames, mc.overlap, mc.anchors), steps=steps)
+    chunk = plan_chunks(mc.frames, settings.chunk)[0]
+    ps, ss, vae_ps = [], [], []
+    for i in range(sequences):
+        seq = make_sequence(i, "test", mc.height, mc.width, mc.fps)
+        gt = seq.frames(0, mc.frames)
+        mem = start_memory(be, seq.reference(), settings)
+        _, frames, _ = generate_chunk(be, mem, chunk, seq.pose(0, mc.frames), seq.reference(), settings)
+        ps.append(psnr(frames, gt))
+        ss.append(ssim(frames, gt))
+        vae_ps.append(psnr(tensor_to_frames(be.vae.decode(be.vae.encode(frames_to_tensor(gt)))).numpy(), gt))
+    return {
+        "sequences": sequences,
+        "chunk0_psnr": round(float(np.mean(ps)), 2),
+        "chunk0_psnr_min": round(float(np.min(ps)), 2),
+        "chunk0_ssim": round(float(np.mean(ss)), 4),
+        "vae_reconstruction_psnr": round(float(np.mean(vae_ps)), 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="everanimate_core bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("which", choices=["loop", "vae", "chunk0", "all"])
+    p.add_argument("--chunks", type=int, default=51)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--sequences", type=int, default=8)
+    a = p.parse_args(argv)
+    torch.manual_seed(0)
+    results = {}
+    t = time.perf_counter()
+    if a.which in ("vae", "all"):
+        results["vae_roundtrip"] = bench_vae(a.sequences)
+    if a.which in ("chunk0", "all"):
+        results["chunk0"] = bench_chunk0(a.sequences, a.steps)
+    if a.which in ("loop", "all"):
+        results["loop"] = bench_loop(a.chunks, a.steps)
+    results["bench_wall_s"] = round(time.perf_counter() - t, 1)
+    print(json.dumps(results, indent=1))

@@ -1,0 +1,270 @@
+"""The pack inside a real ComfyUI: registration, the K-anchor patch, the LoRA loader, workflow (a)
+through POST /prompt, and resuming an interrupted run."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+REPO = Path(__file__).resolve().parents[2]
+NODE_IDS = [
+    "EverAnimateLoadLoRA",
+    "EverAnimateLatentMemoryInit",
+    "EverAnimateChunkSampler",
+    "EverAnimateMemoryPropagate",
+    "EverAnimateDecodeStitch",
+    "EverAnimateLongAnimation",
+]
+TARGETS = ["self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2"]
+
+pytestmark = pytest.mark.integration
+
+
+# --------------------------------------------------------------------------------------------
+# registration
+# --------------------------------------------------------------------------------------------
+
+
+def test_pack_imports_and_object_info_lists_every_node(server):
+    info = server.get("/object_info")
+    for nid in NODE_IDS:
+        assert nid in info, f"{nid} missing from /object_info"
+        node = info[nid]
+        assert node["category"] == "EverAnimate"
+        assert node["description"], f"{nid} has no description"
+        for section in ("required", "optional"):
+            for name, spec in node["input"].get(section, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{nid}.{name} has no tooltip"
+        assert all(node.get("output_tooltips") or [None]), f"{nid} outputs need tooltips"
+    log = server.log.read_text()
+    assert "IMPORT FAILED" not in "\n".join(l for l in log.splitlines() if "EverAnimate" in l)
+
+
+def test_schema_snapshot_is_current(server):
+    snap = json.loads((REPO / "tests" / "data" / "object_info.json").read_text())
+    live = server.get("/object_info")
+    for name, spec in snap.items():
+        assert name in live, name
+        if name.startswith("EverAnimate"):
+            assert live[name]["input"] == spec["input"], f"{name} changed: run workflows/build.py --object-info"
+            assert live[name]["output"] == spec["output"]
+
+
+# --------------------------------------------------------------------------------------------
+# model patch and LoRA (in process)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model(comfy, tiny_weights):
+    import comfy.sd
+
+    return comfy.sd.load_diffusion_model(str(tiny_weights["unet"]))
+
+
+def test_k1_anchor_patch_equals_native_after_patch_embedding(pack, tiny_model):
+    from everanimate_pack_under_test.nodes.wan_patch import KAnchorPatch
+
+    dm = tiny_model.model.diffusion_model
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, dm.dim, 6, 4, 4, generator=g)
+    pose = torch.randn(1, 16, 5, 8, 8, generator=g)
+    face = torch.rand(1, 3, 5, 512, 512, generator=g) * 2 - 1
+    with torch.no_grad():
+        nx, nm = dm.after_patch_embedding(x.clone(), pose, face)
+        px, pm = KAnchorPatch(dm, 1)(x.clone(), pose, face)
+        ax, am = KAnchorPatch(dm, None)(x.clone(), pose, face)
+    assert torch.equal(nx, px) and torch.equal(nm, pm), "K = 1 must be the native computation"
+    assert torch.equal(nx, ax) and torch.equal(nm, am), "inferred K is 1 when the pose covers slots 1.."
+    with torch.no_grad():
+        kx, km = KAnchorPatch(dm, 4)(x.clone(), pose[:, :, :2], face)
+        pe = dm.pose_patch_embedding(pose[:, :, :2])
+    assert torch.equal(kx[:, :, :4], x[:, :, :4]), "anchors get no pose term"
+    assert torch.allclose(kx[:, :, 4:6], x[:, :, 4:6] + pe)
+    assert km.shape[1] == 6 and km[:, :4].abs().sum() == 0, "K zero face vectors in front of the anchors"
+
+
+def _released_lora(dm, rank=4, default=True, prefix="", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    mods = dict(dm.named_modules())
+    infix = ".default" if default else ""
+    for b in range(len(dm.blocks)):
+        for t in TARGETS:
+            lin = mods[f"blocks.{b}.{t}"]
+            sd[f"{prefix}blocks.{b}.{t}.lora_A{infix}.weight"] = torch.randn(rank, lin.in_features, generator=g) * 0.01
+            sd[f"{prefix}blocks.{b}.{t}.lora_B{infix}.weight"] = torch.randn(lin.out_features, rank, generator=g) * 0.01
+    return sd
+
+
+@pytest.mark.parametrize("default,prefix", [(True, ""), (False, "pipe.dit."), (True, "dit."), (False, "model.")])
+def test_lora_loader_applies_every_module_of_the_released_format(pack, tiny_model, default, prefix):
+    from everanimate_pack_under_test.nodes.lora_node import apply_everanimate_lora
+    from everanimate_pack_under_test.nodes.wan_patch import PATCH_TARGET
+
+    dm = tiny_model.model.diffusion_model
+    sd = _released_lora(dm, default=default, prefix=prefix)
+    patched, n = apply_everanimate_lora(tiny_model, sd, 0.7, 5.0)
+    assert n == len(dm.blocks) * len(TARGETS)
+    assert PATCH_TARGET in patched.object_patches and "model_sampling" in patched.object_patches
+    assert abs(patched.get_model_object("model_sampling").shift - 5.0) < 1e-9
+    key = "diffusion_model.blocks.1.ffn.0.weight"
+    w0 = tiny_model.model.state_dict()[key].float().clone()
+    patched.patch_model()
+    try:
+        w1 = patched.model.state_dict()[key].float()
+    finally:
+        patched.unpatch_model()
+    a = sd[f"{prefix}blocks.1.ffn.0.lora_A{'.default' if default else ''}.weight"]
+    b = sd[f"{prefix}blocks.1.ffn.0.lora_B{'.default' if default else ''}.weight"]
+    assert torch.allclose(w1 - w0, 0.7 * (b @ a), atol=2e-3), "ComfyUI applied W + strength * B @ A"
+
+
+def test_lora_loader_refuses_other_models_and_non_loras(pack, tiny_model):
+    from everanimate_core.errors import ConfigError
+    from everanimate_pack_under_test.nodes.lora_node import apply_everanimate_lora
+
+    other = {"model.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(4, 8), "model.layers.0.self_attn.q_proj.lora_B.weight": torch.zeros(8, 4)}
+    with pytest.raises(ConfigError, match="layers.0"):
+        apply_everanimate_lora(tiny_model, other, 1.0, 5.0)
+    with pytest.raises(ConfigError, match="not a LoRA"):
+        apply_everanimate_lora(tiny_model, {"blocks.0.self_attn.q.weight": torch.zeros(4, 4)}, 1.0, 5.0)
+
+    class NotAnimate:
+        model = type("M", (), {"diffusion_model": torch.nn.Linear(1, 1)})()
+
+    with pytest.raises(ConfigError, match="Wan2.2-Animate"):
+        apply_everanimate_lora(NotAnimate(), {}, 1.0, 5.0)
+
+
+# --------------------------------------------------------------------------------------------
+# workflows through POST /prompt
+# --------------------------------------------------------------------------------------------
+
+POSE_FRAMES = 23
+
+
+def _write_inputs(server) -> None:
+    from PIL import Image
+
+    from everanimate_core.tiny.synthdance import make_sequence
+    from everanimate_core.video import StreamingVideoWriter
+
+    inp = server.base / "input"
+    seq = make_sequence(0, "test", 64, 64)
+    Image.fromarray(seq.reference()).save(inp / "reference.png")
+    if not (inp / "pose.mp4").exists():
+        with StreamingVideoWriter(inp / "pose.mp4", 16, crf=0) as w:
+            w.write(seq.pose(0, POSE_FRAMES))
+    lora = server.base / "models" / "loras" / "stage2_480p.safetensors"
+    if not lora.exists():
+        import comfy.sd
+
+        dm = comfy.sd.load_diffusion_model(str(server.base / "models" / "diffusion_models" / "tiny_wan_animate.safetensors")).model.diffusion_model
+        save_file(_released_lora(dm), str(lora))
+
+
+def _tiny_prompt(name: str, **overrides) -> dict:
+    """The shipped API workflow with the tiny test models (no text encoder, no CLIP vision, no face)."""
+    api = json.loads((REPO / "workflows" / "api" / f"{name}.json").read_text())
+    drop = set()
+    for nid, node in api.items():
+        t = node["class_type"]
+        if t == "UNETLoader":
+            node["inputs"]["unet_name"] = "tiny_wan_animate.safetensors"
+        elif t == "VAELoader":
+            node["inputs"]["vae_name"] = "tiny_wan21_vae.safetensors"
+        elif t == "CLIPTextEncode":
+            api[nid] = {"class_type": "EATestZeroTextConditioning", "inputs": {}}
+        elif t in ("CLIPLoader", "CLIPVisionLoader"):
+            drop.add(nid)
+        elif t == "LoadVideo" and node["inputs"]["file"] == "face.mp4":
+            drop.add(nid)
+    for nid, node in api.items():
+        if node["class_type"] == "GetVideoComponents" and node["inputs"]["video"][0] in drop:
+            drop.add(nid)
+    for nid in drop:
+        api.pop(nid)
+    for node in api.values():
+        node["inputs"] = {k: v for k, v in node["inputs"].items() if not (isinstance(v, list) and len(v) == 2 and v[0] in drop)}
+        if node["class_type"].startswith("EverAnimate") and "width" in node["inputs"]:
+            node["inputs"].update(width=64, height=64)
+        if node["class_type"] in ("EverAnimateLongAnimation", "EverAnimateChunkSampler"):
+            node["inputs"].update(frames_per_chunk=9, overlap=4, steps=2, fps=16.0)
+            node["inputs"].update(overrides)
+    return api
+
+
+def _frames_of(path: Path) -> np.ndarray:
+    from everanimate_core.video import read_video
+
+    return read_video(path)
+
+
+def _outputs(hist: dict) -> list[Path]:
+    files = []
+    for out in hist["outputs"].values():
+        for item in out.get("images", []) + out.get("videos", []) + out.get("gifs", []):
+            if isinstance(item, dict) and item.get("filename", "").endswith(".mp4"):
+                files.append(Path(item["subfolder"]) / item["filename"])
+    return files
+
+
+def test_workflow_a_runs_and_the_video_is_as_long_as_the_pose_video(server, comfy):
+    _write_inputs(server)
+    api = _tiny_prompt("everanimate_long_animation")
+    long_id = next(k for k, v in api.items() if v["class_type"] == "EverAnimateLongAnimation")
+    api["999"] = {"class_type": "SaveVideo", "inputs": {"video": [long_id, 0], "filename_prefix": "stock_save", "format": "auto", "codec": "auto"}}
+    hist = server.wait(server.queue(api))
+    assert hist["status"]["status_str"] == "success", json.dumps(hist["status"])[:3000]
+    outs = [server.base / "output" / p for p in _outputs(hist)]
+    ours = [p for p in outs if "EverAnimate" in p.name]
+    stock = [p for p in outs if p.name.startswith("stock_save")]
+    assert ours and stock, outs
+    assert len(_frames_of(ours[0])) == POSE_FRAMES
+    assert len(_frames_of(stock[0])) == POSE_FRAMES, "the VIDEO output works with the stock Save Video node"
+
+
+def test_three_chunk_graph_of_granular_nodes(server, comfy):
+    _write_inputs(server)
+    api = _tiny_prompt("everanimate_three_chunks", total_frames=19)
+    hist = server.wait(server.queue(api))
+    assert hist["status"]["status_str"] == "success", json.dumps(hist["status"])[:3000]
+    outs = [server.base / "output" / p for p in _outputs(hist)]
+    assert outs and len(_frames_of(outs[0])) == 19, "3 chunks of 9 frames with overlap 4 give 9 + 5 + 5"
+
+
+def test_interrupted_run_resumes_to_the_same_video(server, comfy):
+    _write_inputs(server)
+    reference = _tiny_prompt("everanimate_resume_run", run_name="uninterrupted", filename_prefix="everanimate/uninterrupted")
+    hist = server.wait(server.queue(reference))
+    assert hist["status"]["status_str"] == "success", json.dumps(hist["status"])[:3000]
+    expected = _frames_of(server.base / "output" / _outputs(hist)[0])
+
+    api = _tiny_prompt("everanimate_resume_run", run_name="resume_me", filename_prefix="everanimate/resumed")
+    run_dir = server.base / "output" / "everanimate" / "runs" / "resume_me"
+    pid = server.queue(api)
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        p = run_dir / "progress.json"
+        if p.exists() and len(json.loads(p.read_text())["finished_chunks"]) >= 1:
+            break
+        time.sleep(0.2)
+    status, _ = server.post("/interrupt", {})
+    assert status == 200
+    first = server.wait(pid)
+    assert first["status"]["status_str"] == "error", "the first attempt was interrupted"
+    finished = len(json.loads((run_dir / "progress.json").read_text())["finished_chunks"])
+    assert 1 <= finished < 5
+    assert list((server.base / "output" / "everanimate").glob("resumed*.partial.mp4")), "frames so far are kept"
+    second = server.wait(server.queue(api))
+    assert second["status"]["status_str"] == "success", json.dumps(second["status"])[:3000]
+    got = _frames_of(server.base / "output" / _outputs(second)[0])
+    assert got.shape[0] == POSE_FRAMES
+    assert np.array_equal(got, expected), "resumed output equals the uninterrupted run"
