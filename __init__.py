@@ -15,6 +15,6 @@ if _PACK_DIR not in sys.path:
 
 async def comfy_entrypoint():
     """ComfyUI's V3 entry point: returns the pack's extension with its node list."""
-    from .nodes import EverAnimateExtension
+    from .nodes.extension import EverAnimateExtension
 
     return EverAnimateExtension()

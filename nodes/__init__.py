@@ -1,23 +1,5 @@
-"""EverAnimate's ComfyUI nodes (V3 API). The only package of this project that imports ComfyUI."""
+"""EverAnimate's ComfyUI nodes (V3 API): the only package of this project that imports ComfyUI.
 
-from __future__ import annotations
-
-from comfy_api.latest import ComfyExtension, io
-
-from .granular_nodes import ChunkSampler, DecodeStitch, LatentMemoryInit, MemoryPropagate
-from .long_node import LongAnimation
-from .lora_node import LoadEverAnimateLoRA
-
-NODES: list[type[io.ComfyNode]] = [
-    LoadEverAnimateLoRA,
-    LatentMemoryInit,
-    ChunkSampler,
-    MemoryPropagate,
-    DecodeStitch,
-    LongAnimation,
-]
-
-
-class EverAnimateExtension(ComfyExtension):
-    async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return list(NODES)
+The node classes are imported by ``nodes.extension`` when ComfyUI calls ``comfy_entrypoint``; the
+helper modules (graph_state, images, wan_patch) import ComfyUI only inside functions that need it.
+"""
