@@ -195,6 +195,10 @@ class StreamingVideoWriter:
         self._options = {str(k): str(v) for k, v in (options or {}).items()}
         if crf is not None:
             self._options.setdefault("crf", str(crf))
+        if codec == "libx264":
+            # One encoder thread: x264's frame threading made identical frames encode to different
+            # bitstreams under load, so a resumed run could not reproduce an uninterrupted one.
+            self._options.setdefault("threads", "1")
         self._width: int | None = None
         self._height: int | None = None
         if width is not None and height is not None:

@@ -8,6 +8,7 @@ last finished chunk and produces the same video as an uninterrupted run.
 
 from __future__ import annotations
 
+import json
 import logging
 
 from comfy_api.latest import io
@@ -107,6 +108,17 @@ class LongAnimation(io.ComfyNode):
             on_chunk=lambda o, n: progress.chunk_done(o.chunk.index, o.kept_frames[-1]),
         )
         with out.writer() as sink:
-            run_animation(backend, ref, pose, settings, sink, plan.total_frames, face, users, run, hooks)
+            _, _, stats = run_animation(backend, ref, pose, settings, sink, plan.total_frames, face, users, run, hooks)
         log.info("EverAnimate: %d frames in %d chunks written to %s", plan.total_frames, len(plan), out.path)
+        log.info(
+            "EverAnimate stats: %s",
+            json.dumps({
+                "chunks_run": stats.chunks, "wall_s": round(stats.total, 3), "sample_s": round(stats.sample, 3),
+                "decode_s": round(stats.decode, 3), "encode_s": round(stats.encode_pose + stats.encode_anchor, 3),
+                "loop_overhead_pct": round(100 * stats.overhead_fraction, 3),
+                "overhead_over_sampler_pct": round(100 * (stats.total - stats.model_and_vae) / max(stats.sample, 1e-9), 3),
+                "anchor_encodes": stats.anchor_encodes, "pose_encodes": stats.pose_encodes,
+                "vae_frame_encodes": backend.frame_encodes, "vae_video_encodes": backend.video_encodes,
+            }),
+        )
         return out.node_output()

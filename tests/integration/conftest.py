@@ -9,22 +9,17 @@ with ComfyUI's own classes by ../shared/fixtures/parity/make_tiny_weights.py whe
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from comfy_server import TINY_UNET, TINY_VAE, start_server  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("EVERANIMATE_SHARED", REPO.parent / "shared"))
-TINY_UNET = "tiny_wan_animate.safetensors"
-TINY_VAE = "tiny_wan21_vae.safetensors"
 
 
 def comfy_path() -> Path:
@@ -94,80 +89,8 @@ def pack(comfy):
     return mod
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ComfyServer:
-    """A headless ComfyUI on loopback with a private base directory (models, input, output)."""
-
-    def __init__(self, root: Path, base: Path, port: int, proc: subprocess.Popen, log: Path):
-        self.root, self.base, self.port, self.proc, self.log = root, base, port, proc, log
-        self.url = f"http://127.0.0.1:{port}"
-
-    def get(self, path: str):
-        with urllib.request.urlopen(self.url + path, timeout=60) as r:
-            return json.loads(r.read())
-
-    def post(self, path: str, payload: dict):
-        req = urllib.request.Request(self.url + path, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                body = r.read()
-                return r.status, (json.loads(body) if body else {})
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
-
-    def queue(self, prompt: dict) -> str:
-        status, body = self.post("/prompt", {"prompt": prompt, "client_id": "everanimate-tests"})
-        assert status == 200, body
-        return body["prompt_id"]
-
-    def wait(self, prompt_id: str, timeout: float = 1800) -> dict:
-        end = time.time() + timeout
-        while time.time() < end:
-            h = self.get(f"/history/{prompt_id}")
-            if prompt_id in h:
-                return h[prompt_id]
-            if self.proc.poll() is not None:
-                raise RuntimeError("ComfyUI exited:\n" + self.log.read_text()[-4000:])
-            time.sleep(0.5)
-        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s")
-
-
 @pytest.fixture(scope="session")
 def server(comfy_root, tiny_weights, tmp_path_factory):
-    base = tmp_path_factory.mktemp("comfy_base")
-    for sub in ("custom_nodes", "models/diffusion_models", "models/vae", "models/loras", "input", "output", "temp", "user"):
-        (base / sub).mkdir(parents=True, exist_ok=True)
-    (base / "custom_nodes" / "ComfyUI-EverAnimate").symlink_to(REPO, target_is_directory=True)
-    shutil.copytree(REPO / "tests" / "integration" / "testpack", base / "custom_nodes" / "everanimate_testpack")
-    (base / "models" / "diffusion_models" / TINY_UNET).symlink_to(tiny_weights["unet"])
-    (base / "models" / "vae" / TINY_VAE).symlink_to(tiny_weights["vae"])
-    port = _free_port()
-    log = base / "server.log"
-    proc = subprocess.Popen(
-        [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base), "--disable-auto-launch"],
-        cwd=comfy_root, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-    )
-    srv = ComfyServer(comfy_root, base, port, proc, log)
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            srv.get("/object_info/EverAnimateLongAnimation")
-            break
-        except Exception:
-            if proc.poll() is not None:
-                raise RuntimeError("ComfyUI failed to start:\n" + log.read_text()[-4000:])
-            time.sleep(1)
-    else:
-        proc.kill()
-        raise TimeoutError("ComfyUI did not answer within 180 s")
+    srv = start_server(comfy_root, tmp_path_factory.mktemp("comfy_base"), tiny_weights)
     yield srv
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    srv.stop()
