@@ -16,9 +16,11 @@ from everanimate_core.tiny.vae import frames_to_tensor, tensor_to_frames
 from everanimate_core.metrics import psnr
 from everanimate_core.video import count_frames, video_info
 
-# Floors: measured values of the shipped weights minus a margin (see the README's numbers).
-# Chunk-0 PSNR of 2 held-out dancers at 20 steps, and the VAE reconstruction.
-CHUNK0_PSNR_FLOOR = 20.0
+# Floors, measured on the shipped weights (`python -m everanimate_core bench chunk0`):
+# chunk-0 PSNR of held-out dancers 0-1 at 20 steps = 24.2 dB (8 dancers: mean 23.2, worst 21.1);
+# VAE reconstruction 26-27 dB. An earlier model whose VAE returned grey blurs (useless output)
+# scored 20.2 dB chunk-0 and 20.7 dB VAE, so the floors sit between that failure and the measurement.
+CHUNK0_PSNR_FLOOR = 22.0
 VAE_PSNR_FLOOR = 24.0
 
 

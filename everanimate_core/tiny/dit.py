@@ -40,10 +40,10 @@ def rope_angles(t: int, h: int, w: int, dims: tuple[int, int, int], device=None)
     return torch.cat(parts, dim=-1).reshape(t * h * w, -1)
 
 
-def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs of channels of x [B, heads, N, Dh] by angles [N, Dh/2]."""
+def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate pairs of channels of x [B, heads, N, Dh] by the angles whose (cos, sin) are given."""
     x1, x2 = x[..., 0::2], x[..., 1::2]
-    cos, sin = angles.cos(), angles.sin()
+    cos, sin = rope
     out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
     return out.flatten(-2)
 
@@ -63,12 +63,12 @@ class Block(nn.Module):
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, temb: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         b, n, d = x.shape
         sh1, sc1, g1, sh2, sc2, g2 = self.modulation(temb).unsqueeze(1).chunk(6, dim=-1)
         h = self.norm1(x) * (1 + sc1) + sh1
         q, k, v = self.qkv(h).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        q, k = apply_rope(q, angles), apply_rope(k, angles)
+        q, k = apply_rope(q, rope), apply_rope(k, rope)
         a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
         x = x + g1 * self.o(a)
         h = self.norm2(x) * (1 + sc2) + sh2
@@ -131,8 +131,9 @@ class TinyAnimateDiT(nn.Module):
         tok = tok.flatten(2).transpose(1, 2)  # [B, T*hp*wp, D]
         temb = self.time_mlp(timestep_embedding(timestep.to(x.device)).to(x.dtype))
         angles = rope_angles(t, hp, wp, self.rope_dims, device=x.device)
+        rope = (angles.cos(), angles.sin())  # once per call, shared by every block
         for blk in self.blocks:
-            tok = blk(tok, temb, angles)
+            tok = blk(tok, temb, rope)
         sh, sc = self.mod_out(temb).unsqueeze(1).chunk(2, dim=-1)
         out = self.head(self.norm_out(tok) * (1 + sc) + sh)  # [B, N, C*p*p]
         out = out.view(b, t, hp, wp, c, p, p).permute(0, 4, 1, 2, 5, 3, 6)
