@@ -18,7 +18,7 @@ def _deterministic_torch():
     yield
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def parity_dir() -> Path:
     d = SHARED_FIXTURES / "parity"
     if not (d / "meta.json").exists():
