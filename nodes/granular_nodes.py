@@ -30,7 +30,7 @@ from .graph_state import (
     save_chunk_latents,
     session_dir_for,
 )
-from .images import RESIZE_MODES, ImageFrames, image_to_frames, resize_images
+from .images import RESIZE_MODES, ImageFrames, prepare_reference
 from .output import VideoOutput, output_inputs
 from .progress import ChunkProgress, check_cancel
 from .settings import anchor_inputs, build_settings, chunk_inputs, sampling_inputs
@@ -76,8 +76,7 @@ class LatentMemoryInit(io.ComfyNode):
     @classmethod
     def execute(cls, vae, reference_image, width, height, resize_mode, anchors, anchor_policy, anchor_seed, session_name, anchor_images=None) -> io.NodeOutput:
         require_even_resolution(width, height)
-        ref = image_to_frames(resize_images(reference_image[:1], width, height, resize_mode))[0]
-        users = [] if anchor_images is None else list(image_to_frames(resize_images(anchor_images, width, height, resize_mode)))
+        ref, users = prepare_reference(reference_image, anchor_images, width, height, resize_mode)
         settings = build_settings(
             dict(frames_per_chunk=77, overlap=4, anchors=anchors, steps=20, shift=5.0, seed=42, anchor_policy=anchor_policy, anchor_seed=anchor_seed)
         )

@@ -66,3 +66,10 @@ class ImageFrames:
         if self.width is not None and self.height is not None:
             batch = resize_images(batch, self.width, self.height, self.mode)
         return image_to_frames(batch)
+
+
+def prepare_reference(reference_image: torch.Tensor, anchor_images, width: int, height: int, mode: str):
+    """The reference (first image) and any user anchor images as uint8 frames of width x height."""
+    ref = image_to_frames(resize_images(reference_image[:1], width, height, mode))[0]
+    users = [] if anchor_images is None else list(image_to_frames(resize_images(anchor_images, width, height, mode)))
+    return ref, users

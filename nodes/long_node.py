@@ -20,7 +20,7 @@ from everanimate_core.runs import AnimationRun
 from .comfy_backend import ComfyWanBackend, DecodeOptions, require_even_resolution
 from .granular_nodes import everanimate_root
 from .graph_state import upstream_signature
-from .images import RESIZE_MODES, ImageFrames, image_to_frames, resize_images
+from .images import RESIZE_MODES, ImageFrames, prepare_reference
 from .output import VideoOutput, output_inputs
 from .progress import ChunkProgress
 from .settings import anchor_inputs, build_settings, chunk_inputs, sampling_inputs
@@ -76,8 +76,7 @@ class LongAnimation(io.ComfyNode):
         require_even_resolution(width, height)
         settings = build_settings(kw)
         out = VideoOutput.from_widgets(kw)
-        ref = image_to_frames(resize_images(reference_image[:1], width, height, resize_mode))[0]
-        users = [] if anchor_images is None else list(image_to_frames(resize_images(anchor_images, width, height, resize_mode)))
+        ref, users = prepare_reference(reference_image, anchor_images, width, height, resize_mode)
         pose = ImageFrames(pose_video, width, height, resize_mode)
         face = None if face_video is None else ImageFrames(face_video)
         if face is not None and len(face) != len(pose):
