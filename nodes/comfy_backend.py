@@ -34,7 +34,11 @@ class DecodeOptions:
 
 
 class ComfyWanBackend:
-    """ChunkBackend over a ComfyUI Wan2.2-Animate MODEL, a VAE and (optionally) CLIP vision."""
+    """ChunkBackend over a ComfyUI Wan2.2-Animate MODEL, a VAE and (optionally) CLIP vision.
+
+    CLIP vision sees the whole frame resized (no centre crop), as ComfyUI's own Wan Animate template
+    sets CLIPVisionEncode's crop to none.
+    """
 
     def __init__(
         self,
@@ -44,7 +48,7 @@ class ComfyWanBackend:
         negative,
         clip_vision=None,
         cfg: float = 1.0,
-        clip_crop: bool = True,
+        clip_crop: bool = False,
         decode: DecodeOptions | None = None,
     ):
         self.model = model
