@@ -9,7 +9,8 @@ USAGE = """usage: python -m everanimate_core COMMAND [options]
 commands:
   demo         render a minute of animation of a held-out dancer with EverAnimate-Tiny
   train-tiny   retrain EverAnimate-Tiny on SynthDance (CPU, seeded)
-  bench        benchmarks: loop overhead, memory growth, VAE round trips (see --help)
+  train        LoRA post-training of EverAnimate-Tiny: stage 1 (latent memory) or 2 (restorative)
+  bench        benchmarks: loop overhead, memory growth, VAE round trips, drift (see --help)
 """
 
 
@@ -27,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
         from .tiny.train_tiny import main as train_main
 
         train_main(rest)
+    elif cmd == "train":
+        from .tiny.train_rfm import main as rfm_main
+
+        rfm_main(rest)
     elif cmd == "bench":
         from .bench import main as bench_main
 

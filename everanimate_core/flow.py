@@ -111,28 +111,27 @@ class AlphaSchedule:
         if self.name not in ALPHA_SCHEDULES:
             raise ConfigError(f"Unknown alpha schedule {self.name!r}; choose one of {ALPHA_SCHEDULES}.")
 
-    def _grid_index(self, grid: torch.Tensor, sigma: float) -> int:
-        return int(torch.argmin((grid - float(sigma)).abs()))
-
     def __call__(self, sigma: float) -> float:
         """alpha at noise level ``sigma`` (a Python float)."""
+        return float(self.values(torch.tensor([float(sigma)]))[0])
+
+    def values(self, sigmas: torch.Tensor) -> torch.Tensor:
+        """alpha at every sigma of a 1-D tensor (one per sample of a training batch)."""
+        sigmas = torch.as_tensor(sigmas, dtype=torch.float32).reshape(-1)
         if self.name == "fixed":
-            return float(self.weight)
+            return torch.full_like(sigmas, float(self.weight))
         if self.name == "augmented_velocity":
             raise ConfigError(
                 "augmented_velocity replaces the target instead of weighting a term; it has no alpha."
             )
         grid = _grid(self.shift)
-        i = self._grid_index(grid, sigma)
+        i = torch.argmin((grid[None, :] - sigmas[:, None]).abs(), dim=1)
         if self.name == "sigma_ramp":
             lo, hi = float(grid.min()), float(grid.max())
-            return self.weight * (float(grid[i]) - lo) / max(hi - lo, 1e-8)
+            return self.weight * (grid[i] - lo) / max(hi - lo, 1e-8)
         if self.name == "scheduler_weight":
-            return self.weight * float(_weights(self.shift)[i])
-        # gaussian_timestep: g(t) = exp(-2((t-500)/1000)^2) min-max normalized over the grid.
-        t = grid.double() * NUM_TRAIN_TIMESTEPS
-        g = torch.exp(-2 * ((t - NUM_TRAIN_TIMESTEPS / 2) / NUM_TRAIN_TIMESTEPS) ** 2)
-        return self.weight * float((g[i] - g.min()) / max(float(g.max() - g.min()), 1e-8))
+            return self.weight * _weights(self.shift)[i]
+        return self.weight * _gaussian_table(self.shift)[i]
 
 
 @functools.lru_cache(maxsize=8)
@@ -145,8 +144,24 @@ def _weights(shift: float) -> torch.Tensor:
     return _training_weight_table(_grid(shift))
 
 
+@functools.lru_cache(maxsize=8)
+def _gaussian_table(shift: float) -> torch.Tensor:
+    """gaussian_timestep: g(t) = exp(-2((t-500)/1000)^2), min-max normalized over the grid."""
+    t = _grid(shift).double() * NUM_TRAIN_TIMESTEPS
+    g = torch.exp(-2 * ((t - NUM_TRAIN_TIMESTEPS / 2) / NUM_TRAIN_TIMESTEPS) ** 2)
+    return ((g - g.min()) / max(float(g.max() - g.min()), 1e-8)).float()
+
+
+def training_weight(sigmas: torch.Tensor, shift: float = 5.0) -> torch.Tensor:
+    """The release's per-timestep loss weight (bell curve over the 1000-step grid, mean ~1)."""
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float32).reshape(-1)
+    grid = _grid(shift)
+    i = torch.argmin((grid[None, :] - sigmas[:, None]).abs(), dim=1)
+    return _weights(shift)[i]
+
+
 def restorative_velocity(
-    velocity: torch.Tensor, x_current: torch.Tensor, x_reference: torch.Tensor, alpha: float
+    velocity: torch.Tensor, x_current: torch.Tensor, x_reference: torch.Tensor, alpha: "float | torch.Tensor"
 ) -> torch.Tensor:
     """``v + alpha * (x_current - x_reference)``: the restorative velocity.
 
@@ -166,17 +181,25 @@ def rfm_target(
     sigma,
     schedule: AlphaSchedule,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stage-2 training pair: (model input, velocity target) for a degraded sample.
+    """Stage-2 training pair: (model input, velocity target) for degraded samples.
 
     Both paths share ``noise``. For ``augmented_velocity`` the target is ``(x_s_aug - x0)/s``;
-    otherwise ``(eps - x0) + alpha(s) * (x_s_aug - x_s)``. ``sigma`` is a float (one per call).
+    otherwise ``(eps - x0) + alpha(s) * (x_s_aug - x_s)``. ``sigma`` is a float, or a tensor of one
+    sigma per sample (leading dimension of ``x0``).
     """
-    s = float(sigma)
+    if isinstance(sigma, torch.Tensor) and sigma.numel() > 1:
+        s = sigma.reshape(-1, *([1] * (x0.dim() - 1))).to(x0.dtype)
+        flat = sigma.reshape(-1)
+    else:
+        s = float(sigma)
+        flat = torch.tensor([s])
     x_s = add_noise(x0, noise, s)
     x_s_aug = add_noise(x0_degraded, noise, s)
     if schedule.name == "augmented_velocity":
-        return x_s_aug, (x_s_aug - x0) / max(s, 1e-8)
-    return x_s_aug, restorative_velocity(clean_velocity(x0, noise), x_s_aug, x_s, schedule(s))
+        return x_s_aug, (x_s_aug - x0) / (s.clamp_min(1e-8) if isinstance(s, torch.Tensor) else max(s, 1e-8))
+    alpha = schedule.values(flat)
+    alpha = alpha.reshape(-1, *([1] * (x0.dim() - 1))).to(x0.dtype) if alpha.numel() > 1 else float(alpha[0])
+    return x_s_aug, restorative_velocity(clean_velocity(x0, noise), x_s_aug, x_s, alpha)
 
 
 def deviation_factor(alpha: float, sigma: float, sigma_next: float) -> float:
@@ -208,5 +231,6 @@ __all__ = [
     "shift_sigma",
     "timestep_from_sigma",
     "training_sigmas",
+    "training_weight",
     "velocity_from_x0",
 ]

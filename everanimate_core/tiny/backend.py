@@ -58,9 +58,13 @@ class TinyDenoiser:
         self.dit = dit
         self.calls = 0
 
-    def __call__(self, x: torch.Tensor, sigma: float, cond: ChunkCondition) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, sigma, cond: ChunkCondition) -> torch.Tensor:
+        """sigma: a float (sampling) or one sigma per sample [B] (training)."""
         self.calls += 1
-        t = torch.full((x.shape[0],), float(sigma) * 1000.0)
+        if isinstance(sigma, torch.Tensor) and sigma.numel() > 1:
+            t = sigma.reshape(-1).float() * 1000.0
+        else:
+            t = torch.full((x.shape[0],), float(sigma) * 1000.0)
         return self.dit(x, t, cond.y, cond.pose, cond.anchors)
 
 
