@@ -3,6 +3,7 @@
     python -m everanimate_core bench loop   [--chunks 51] [--steps 20]
     python -m everanimate_core bench vae    [--sequences 8]
     python -m everanimate_core bench chunk0 [--sequences 8]
+    python -m everanimate_core bench drift  [--sequences 20] [--seconds 90] (see everanimate_core.drift)
 """
 
 from __future__ import annotations
@@ -118,8 +119,14 @@ def bench_chunk0(sequences: int = 8, steps: int = 20) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = list(argv or [])
+    if argv[:1] == ["drift"]:
+        from .drift import main as drift_main
+
+        drift_main(argv[1:])
+        return
     p = argparse.ArgumentParser(prog="everanimate_core bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("which", choices=["loop", "vae", "chunk0", "all"])
+    p.add_argument("which", choices=["loop", "vae", "chunk0", "all", "drift"])
     p.add_argument("--chunks", type=int, default=51)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--sequences", type=int, default=8)
