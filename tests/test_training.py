@@ -300,6 +300,10 @@ def test_train_cli_writes_a_released_lora_and_refuses_other_settings_in_the_same
     assert summary["steps_done"] == 2 and summary["lora_file"] == "lora.safetensors"
     lora = parse_lora_state_dict(load_file(str(out / "lora.safetensors")))
     assert lora.format == "released" and len(lora) == 4 * TinyModelConfig().depth and lora.ranks == {4}
+    # one seeded command reproduces the file bit for bit (bank rendering, degradations, steps)
+    main(["train", "--out", str(tmp_path / "again"), "--steps", "2", "--sequences", "2", "--batch", "2", "--rank", "4",
+          "--no-progress"])
+    assert (tmp_path / "again" / "lora.safetensors").read_bytes() == (out / "lora.safetensors").read_bytes()
     with pytest.raises(ResumeStateError):
         main(["train", "--out", str(out), "--steps", "2", "--sequences", "2", "--batch", "2", "--rank", "4",
               "--lr", "1e-3", "--no-progress"])
