@@ -189,3 +189,19 @@ def test_seed_policies():
     assert chunk_seed(7, 3, "increment") == 10 and chunk_seed(7, 3, "fixed") == 7
     with pytest.raises(ConfigError):
         chunk_seed(1, 1, "random")
+
+
+@pytest.mark.parametrize("name", ["fixed", "sigma_ramp", "gaussian_timestep", "scheduler_weight"])
+def test_alpha_for_a_batch_of_sigmas_equals_alpha_of_each(name):
+    sched = AlphaSchedule(name, weight=0.8)
+    sig = torch.tensor([0.03, 0.2, 0.5, 0.77, 0.999])
+    vals = sched.values(sig)
+    assert vals.shape == (5,)
+    for s, v in zip(sig.tolist(), vals.tolist()):
+        assert v == pytest.approx(sched(s), abs=1e-7)
+    # a batched stage-2 target equals the per-sample one
+    x0, deg, eps = torch.randn(5, 3, 2), torch.randn(5, 3, 2), torch.randn(5, 3, 2)
+    inp, tgt = rfm_target(x0, deg, eps, sig, sched)
+    for i, s in enumerate(sig.tolist()):
+        inp_i, tgt_i = rfm_target(x0[i], deg[i], eps[i], s, sched)
+        assert torch.allclose(inp[i], inp_i, atol=1e-6) and torch.allclose(tgt[i], tgt_i, atol=1e-5)
