@@ -101,6 +101,7 @@ def run_sequence(variant: Variant, index: int, seconds: int, steps: int, lora_di
     """Animate test sequence ``index`` with one variant; per-frame metric arrays and seam ratios."""
     from .tiny.synthdance import make_sequence
 
+    t_start = time.perf_counter()
     be = backend or _backend(variant, lora_dir)
     mc = be.config
     total = int(round(seconds * mc.fps))
@@ -146,13 +147,33 @@ def run_sequence(variant: Variant, index: int, seconds: int, steps: int, lora_di
         "per_frame": {k: [round(float(x), 4) for x in v] for k, v in per.items()},
         "seam_ratio": {str(h): float(m.seam_ratio) for h, m in meters.items()},
         "window": window,
+        "run_s": round(time.perf_counter() - t_start, 2),
     }
 
 
+def _cache_path(cache: Path, variant: Variant, index: int, seconds: int, steps: int, lora_dir: Path) -> Path:
+    """One finished run per file; the name pins everything that changes the run (LoRA by content)."""
+    import hashlib
+
+    tag = "base"
+    if variant.lora is not None:
+        tag = hashlib.sha256((lora_dir / f"{variant.lora}.safetensors").read_bytes()).hexdigest()[:12]
+    weights = Path(__file__).resolve().parent / "tiny" / "weights" / "tiny_dit.safetensors"
+    base = hashlib.sha256(weights.read_bytes()).hexdigest()[:8]
+    key = variant.key.replace("+", "plus")
+    return cache / f"{key}_{index:03d}_{seconds}s_{steps}st_{base}_{tag}.json"
+
+
 def _worker(args) -> dict:
-    variant_key, index, seconds, steps, lora_dir = args
+    variant_key, index, seconds, steps, lora_dir, cache = args
     torch.set_num_threads(1)
-    return run_sequence(VARIANTS[variant_key], index, seconds, steps, Path(lora_dir))
+    r = run_sequence(VARIANTS[variant_key], index, seconds, steps, Path(lora_dir))
+    if cache:
+        path = _cache_path(Path(cache), VARIANTS[variant_key], index, seconds, steps, Path(lora_dir))
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(r))
+        tmp.replace(path)
+    return r
 
 
 # ------------------------------------------------------------------------------------- statistics
@@ -246,7 +267,9 @@ def markdown_table(summary: dict, meta: dict) -> str:
         f"Command: `{meta['command']}`  ",
         f"{meta['sequences']} held-out SynthDance test sequences, {meta['seconds']} s at {meta['fps']:g} fps "
         f"({meta['frames']} frames, {meta['chunks']} chunks of {meta['chunk_frames']} frames), {meta['steps']} "
-        f"Euler steps, EverAnimate-Tiny. Wall time {meta['wall_s']:.0f} s with {meta['workers']} worker(s).",
+        f"Euler steps, EverAnimate-Tiny. Wall time {meta['wall_s']:.0f} s with {meta['workers']} worker(s) for the "
+        f"{meta.get('runs_computed', '?')} runs computed in this call ({meta.get('runs_reused', 0)} reused from the cache); "
+        f"one run takes {meta.get('run_s_mean', float('nan')):.1f} s on one thread on average.",
         "",
         "Mean over sequences ± 95 % t-interval. Horizon H: average over frames [0, H) (a video of length H); "
         "'last 10 s': frames [H-10 s, H). ID err: mean |RGB error| in levels inside the figure (lower is "
@@ -354,8 +377,12 @@ def bench_drift(
     out_dir: Path | None = DOCS_DIR,
     command: str = "python -m everanimate_core bench drift",
     log=print,
+    cache_dir: Path | None = None,
 ) -> dict:
-    """Run the benchmark; writes drift_results.md/.json and drift_psnr.svg to ``out_dir``."""
+    """Run the benchmark; writes drift_results.md/.json and drift_psnr.svg to ``out_dir``.
+
+    With ``cache_dir`` every finished (variant, sequence) run is kept there and reused by a later
+    call with the same horizon, steps and weights, so an interrupted benchmark resumes."""
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ConfigError(f"Unknown variants {unknown}; choose from {list(VARIANTS)}.")
@@ -364,10 +391,22 @@ def bench_drift(
     for v in variants:
         if VARIANTS[v].lora and not (lora_dir / f"{VARIANTS[v].lora}.safetensors").exists():
             _backend(VARIANTS[v], lora_dir)  # raises the explanatory error
-    tasks = [(v, i, seconds, steps, str(lora_dir)) for v in variants for i in range(sequences)]
-    t0 = time.perf_counter()
+    cache = str(cache_dir) if cache_dir is not None else ""
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
     runs: list[dict] = []
-    if workers > 1:
+    tasks = []
+    for v in variants:
+        for i in range(sequences):
+            hit = _cache_path(Path(cache_dir), VARIANTS[v], i, seconds, steps, lora_dir) if cache_dir is not None else None
+            if hit is not None and hit.exists():
+                runs.append(json.loads(hit.read_text()))
+            else:
+                tasks.append((v, i, seconds, steps, str(lora_dir), cache))
+    if runs:
+        log(f"{len(runs)} runs reused from {cache_dir}; {len(tasks)} to go")
+    t0 = time.perf_counter()
+    if workers > 1 and tasks:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(workers) as pool:
@@ -376,11 +415,9 @@ def bench_drift(
                 log(f"[{k + 1}/{len(tasks)}] variant {r['variant']} sequence {r['index']}: "
                     f"PSNR {np.mean(r['per_frame']['psnr']):.2f} dB")
     else:
-        cache: dict[str, object] = {}
-        for k, (v, i, *_rest) in enumerate(tasks):
-            if v not in cache:
-                cache = {v: _backend(VARIANTS[v], lora_dir)}
-            r = run_sequence(VARIANTS[v], i, seconds, steps, lora_dir, cache[v])
+        for k, task in enumerate(tasks):
+            r = _worker(task)
+            v, i = task[0], task[1]
             runs.append(r)
             log(f"[{k + 1}/{len(tasks)}] variant {v} sequence {i}: PSNR {np.mean(r['per_frame']['psnr']):.2f} dB")
     wall = time.perf_counter() - t0
@@ -392,7 +429,8 @@ def bench_drift(
     plan = plan_for_driving(int(seconds * mc.fps), ChunkSettings(mc.frames, mc.overlap, mc.anchors), None, "pingpong")
     meta = {"command": command, "sequences": sequences, "seconds": seconds, "fps": mc.fps, "frames": int(seconds * mc.fps),
             "chunks": len(plan), "chunk_frames": mc.frames, "steps": steps, "wall_s": wall, "workers": workers,
-            "variants": list(variants)}
+            "variants": list(variants), "runs_reused": len(runs) - len(tasks), "runs_computed": len(tasks),
+            "run_s_mean": float(np.mean([r.get("run_s", float("nan")) for r in runs]))}
     table = markdown_table(summary, meta)
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -413,8 +451,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--lora-dir", default=str(LORA_DIR))
     p.add_argument("--out", default=str(DOCS_DIR), help="where the table, JSON and plot go")
+    p.add_argument("--cache", default="outputs/drift_cache",
+                   help="keep every finished run here and reuse it (resume); '' to disable")
     a = p.parse_args(argv)
     cmd = "python -m everanimate_core bench drift" + (" " + " ".join(argv) if argv else "")
     res = bench_drift(a.sequences, a.seconds, a.steps, tuple(v for v in a.variants.split(",") if v), a.workers,
-                      Path(a.lora_dir), Path(a.out), cmd)
+                      Path(a.lora_dir), Path(a.out), cmd, cache_dir=Path(a.cache) if a.cache else None)
     print(res["table"])

@@ -74,7 +74,7 @@ def test_summary_and_signature_tell_drift_from_no_drift():
 def test_report_has_a_table_per_horizon_gains_beside_the_paper_and_a_plot():
     runs = [_fake_run(v, i, 0.05 if v == "a" else 0.0) for v in ("a", "c", "c+", "d") for i in range(4)]
     s = summarize(runs, FPS)
-    meta = {"command": "cmd", "sequences": 4, "seconds": 90, "fps": FPS, "frames": 720, "chunks": 25,
+    meta = {"command": "cmd", "sequences": 4, "seconds": 90, "fps": FPS, "frames": 720, "chunks": 25, "run_s_mean": 1.0,
             "chunk_frames": 33, "steps": 20, "wall_s": 1.0, "workers": 1}
     md = markdown_table(s, meta)
     assert "## Horizon 10 s" in md and "## Horizon 90 s" in md
@@ -104,3 +104,19 @@ def test_a_short_real_run_scores_every_frame_and_decoded_carry_differs_from_late
     # chunk 0 is identical (same seed, same anchors); after the first join the carries differ
     assert ra["per_frame"]["psnr"][:33] == rb["per_frame"]["psnr"][:33]
     assert ra["per_frame"]["psnr"][33:] != rb["per_frame"]["psnr"][33:]
+
+
+def test_finished_runs_are_cached_and_reused(tmp_path):
+    out = tmp_path / "docs"
+    first = bench_drift(sequences=1, seconds=90, steps=1, variants=("b",), workers=1, out_dir=out,
+                        cache_dir=tmp_path / "cache", log=lambda m: None)
+    assert first["meta"]["runs_computed"] == 1 and len(list((tmp_path / "cache").glob("*.json"))) == 1
+    again = bench_drift(sequences=1, seconds=90, steps=1, variants=("b",), workers=1, out_dir=out,
+                        cache_dir=tmp_path / "cache", log=lambda m: None)
+    assert again["meta"]["runs_computed"] == 0 and again["meta"]["runs_reused"] == 1
+    assert again["summary"]["b"]["scores"] == first["summary"]["b"]["scores"]
+    assert (out / "drift_results.md").exists() and (out / "drift_psnr.svg").exists()
+    # another step count is another run
+    other = bench_drift(sequences=1, seconds=90, steps=2, variants=("b",), workers=1, out_dir=out,
+                        cache_dir=tmp_path / "cache", log=lambda m: None)
+    assert other["meta"]["runs_computed"] == 1
