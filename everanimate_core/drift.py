@@ -267,9 +267,12 @@ def markdown_table(summary: dict, meta: dict) -> str:
         f"Command: `{meta['command']}`  ",
         f"{meta['sequences']} held-out SynthDance test sequences, {meta['seconds']} s at {meta['fps']:g} fps "
         f"({meta['frames']} frames, {meta['chunks']} chunks of {meta['chunk_frames']} frames), {meta['steps']} "
-        f"Euler steps, EverAnimate-Tiny. Wall time {meta['wall_s']:.0f} s with {meta['workers']} worker(s) for the "
-        f"{meta.get('runs_computed', '?')} runs computed in this call ({meta.get('runs_reused', 0)} reused from the cache); "
-        f"one run takes {meta.get('run_s_mean', float('nan')):.1f} s on one thread on average.",
+        f"Euler steps, EverAnimate-Tiny. "
+        + (f"Wall time {meta['wall_s']:.0f} s with {meta['workers']} worker(s) for the {meta.get('runs_computed', '?')} "
+           f"runs computed in this call; " if meta.get("runs_computed", 1) else "")
+        + (f"{meta['runs_reused']} runs reused from the cache; " if meta.get("runs_reused") else "")
+        + f"one run took {meta.get('run_s_mean', float('nan')):.1f} s on one thread on average "
+        f"({meta.get('run_s_total', float('nan')):.0f} s in all).",
         "",
         "Mean over sequences ± 95 % t-interval. Horizon H: average over frames [0, H) (a video of length H); "
         "'last 10 s': frames [H-10 s, H). ID err: mean |RGB error| in levels inside the figure (lower is "
@@ -430,7 +433,8 @@ def bench_drift(
     meta = {"command": command, "sequences": sequences, "seconds": seconds, "fps": mc.fps, "frames": int(seconds * mc.fps),
             "chunks": len(plan), "chunk_frames": mc.frames, "steps": steps, "wall_s": wall, "workers": workers,
             "variants": list(variants), "runs_reused": len(runs) - len(tasks), "runs_computed": len(tasks),
-            "run_s_mean": float(np.mean([r.get("run_s", float("nan")) for r in runs]))}
+            "run_s_mean": float(np.mean([r.get("run_s", float("nan")) for r in runs])),
+            "run_s_total": float(np.sum([r.get("run_s", float("nan")) for r in runs]))}
     table = markdown_table(summary, meta)
     if out_dir is not None:
         out_dir = Path(out_dir)
