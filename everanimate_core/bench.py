@@ -119,8 +119,7 @@ def bench_chunk0(sequences: int = 8, steps: int = 20) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(argv or [])
-    if argv[:1] == ["drift"]:
+    if argv and argv[0] == "drift":
         from .drift import main as drift_main
 
         drift_main(argv[1:])

@@ -191,12 +191,16 @@ def degrade_pixels(frames: torch.Tensor, p: DegradeParams) -> torch.Tensor:
     return x.clamp(0, 1)
 
 
-def degrade_uint8(frames, p: DegradeParams):
-    """numpy uint8 [F, H, W, 3] -> degraded numpy uint8 (the same frames, one parameter set)."""
+def unit_frames(frames) -> torch.Tensor:
+    """numpy uint8 [F, H, W, 3] -> float [F, 3, H, W] in [0, 1], the layout this module works in."""
     import numpy as np
 
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
-    y = degrade_pixels(x, p)
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def degrade_uint8(frames, p: DegradeParams):
+    """numpy uint8 [F, H, W, 3] -> degraded numpy uint8 (the same frames, one parameter set)."""
+    y = degrade_pixels(unit_frames(frames), p)
     return (y * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
@@ -273,4 +277,5 @@ __all__ = [
     "degrade_pixels",
     "degrade_uint8",
     "draw_params",
+    "unit_frames",
 ]

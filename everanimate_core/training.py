@@ -34,7 +34,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
 from torch import nn
@@ -114,15 +114,22 @@ def add_lora(model: nn.Module, spec: LoraSpec, adapter: str = "default") -> nn.M
     return model
 
 
+def _lora_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """module path -> PEFT LoRA layer (a module with a non-empty ``lora_A`` ModuleDict)."""
+    return {
+        n: m for n, m in model.named_modules()
+        if isinstance(getattr(m, "lora_A", None), nn.ModuleDict) and len(m.lora_A)
+    }
+
+
 def lora_pairs(model: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """module path -> (A [r, in], B [out, r]) of the model's (first) LoRA adapter."""
     pairs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    for n, m in model.named_modules():
-        if hasattr(m, "lora_A") and isinstance(getattr(m, "lora_A"), nn.ModuleDict) and len(m.lora_A):
-            key = next(iter(m.lora_A.keys()))
-            scale = float(m.scaling[key])
-            b = m.lora_B[key].weight.detach()
-            pairs[n] = (m.lora_A[key].weight.detach(), b * scale if scale != 1.0 else b)
+    for n, m in _lora_layers(model).items():
+        key = next(iter(m.lora_A.keys()))
+        scale = float(m.scaling[key])
+        b = m.lora_B[key].weight.detach()
+        pairs[n] = (m.lora_A[key].weight.detach(), b * scale if scale != 1.0 else b)
     if not pairs:
         raise ConfigError("The model carries no LoRA adapter; call add_lora first.")
     return pairs
@@ -145,7 +152,7 @@ def load_lora_weights(model: nn.Module, lora: LoraFile | dict) -> None:
     """Copy a LoRA file's A/B into the model's PEFT layers (shapes must match exactly)."""
     if not isinstance(lora, LoraFile):
         lora = parse_lora_state_dict(lora)
-    layers = {n: m for n, m in model.named_modules() if hasattr(m, "lora_A") and isinstance(m.lora_A, nn.ModuleDict)}
+    layers = _lora_layers(model)
     missing = [n for n in lora.modules if n not in layers]
     if missing:
         raise ConfigError(f"LoRA modules not in this model: {missing[:5]}.")
@@ -277,10 +284,15 @@ class LoopConfig:
         return asdict(self)
 
 
+def warmup_cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then a cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
 def _lr_at(step: int, cfg: LoopConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)))
+    return warmup_cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup)
 
 
 @dataclass
@@ -428,6 +440,7 @@ __all__ = [
     "load_lora_weights",
     "lora_pairs",
     "merge_lora",
+    "warmup_cosine_lr",
     "rfm_loss",
     "target_modules",
     "train_lora",

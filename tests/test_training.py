@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
@@ -10,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from everanimate_core.errors import ConfigError, ResumeStateError
-from everanimate_core.flow import AlphaSchedule, add_noise, training_weight
+from everanimate_core.flow import AlphaSchedule, training_weight
 from everanimate_core.lora import parse_lora_state_dict, to_comfy_keys
 from everanimate_core.sampler import ChunkCondition
 from everanimate_core.tiny.backend import TinyDenoiser, TinyModelConfig
@@ -92,7 +91,7 @@ def test_stage2_target_is_clean_velocity_plus_alpha_times_the_drift(schedule):
 
 def test_augmented_velocity_and_stage1_targets():
     batch = make_batch(torch.Generator().manual_seed(2))
-    x0, xd = batch.x0, batch.x0_degraded
+    x0 = batch.x0
     obj = RFMObjective(stage=2, schedule=AlphaSchedule("augmented_velocity"), degrade_p=1.0, draws=1, sigma_gate=0.0)
     den, _ = _spy(lambda x, s: (x - x0) / s.view(-1, 1, 1, 1, 1))
     assert float(rfm_loss(den, batch, obj, torch.Generator().manual_seed(0))[0]) < 1e-8

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 
-from ..degrade import DEGRADE_SPACES, DegradeConfig, affine_params, apply_affine, degrade_latents, degrade_pixels, draw_params
+from ..degrade import DEGRADE_SPACES, DegradeConfig, affine_params, apply_affine, degrade_latents, degrade_pixels, draw_params, unit_frames
 from ..errors import ConfigError
 from ..layout import build_condition, model_input_condition
 from ..sampler import ChunkCondition
@@ -51,11 +50,6 @@ class DataConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _unit(frames: np.ndarray) -> torch.Tensor:
-    """uint8 [F, H, W, 3] -> float [F, 3, H, W] in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
 
 
 def _video(x01: torch.Tensor) -> torch.Tensor:
@@ -91,8 +85,8 @@ class TinyRFMData:
                 seq = make_sequence(i, cfg.split, mc.height, mc.width, mc.fps)
                 start = (i * 37) % 400
                 frames, pose = seq.frames(start, start + length), seq.pose(start, start + length)
-                fa, fb = _unit(frames[:f]), _unit(frames[stride : stride + f])
-                ref = _unit(seq.reference()[None])
+                fa, fb = unit_frames(frames[:f]), unit_frames(frames[stride : stride + f])
+                ref = unit_frames(seq.reference()[None])
                 acc["a"].append(vae.encode(_video(fa))[0])
                 acc["b"].append(vae.encode(_video(fb))[0])
                 acc["pose_a"].append(vae.encode(frames_to_tensor(pose[:f]))[0])

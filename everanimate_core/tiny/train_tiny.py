@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from safetensors.torch import save_file
 
 from ..flow import add_noise, clean_velocity, training_sigmas
 from ..layout import build_condition, model_input_condition
+from ..training import warmup_cosine_lr
 from .backend import CONFIG_FILE, DIT_FILE, VAE_FILE, TinyModelConfig, build_models
 from .synthdance import make_sequence
 from .vae import frames_to_tensor
@@ -59,9 +59,7 @@ def _progress(total: int, desc: str):
 
 
 def _lr(step: int, total: int, base: float, warmup: int = 100) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+    return warmup_cosine_lr(step, total, base, warmup)
 
 
 def render_bank(cfg: TrainConfig, mc: TinyModelConfig, length: int) -> dict[str, np.ndarray]:
