@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from comfy_api.latest import ComfyExtension, io
+from .api_version import ComfyExtension, io
 
 from .granular_nodes import ChunkSampler, DecodeStitch, LatentMemoryInit, MemoryPropagate
 from .long_node import LongAnimation

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from comfy_api.latest import io
+from .api_version import io
 
 from everanimate_core.errors import ConfigError
 from everanimate_core.pipeline import advance_memory, decode_chunk, kept_frames, sample_chunk_latents, start_memory

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 
-from comfy_api.latest import io
+from .api_version import io
 
 from everanimate_core.pipeline import LoopHooks, run_animation, run_config
 from everanimate_core.plan import plan_for_driving

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from comfy_api.latest import io
+from .api_version import io
 
 from everanimate_core.lora import match_modules, parse_lora_state_dict, to_comfy_keys
 

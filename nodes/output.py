@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from comfy_api.latest import io, ui
+from .api_version import io, ui
 
 from everanimate_core.video import StreamingVideoWriter
 
@@ -74,7 +74,7 @@ class VideoOutput:
             yield Sink()
 
     def node_output(self) -> io.NodeOutput:
-        from comfy_api.latest import InputImpl
+        from .api_version import InputImpl
 
         if self.return_images and self.collected:
             images = frames_to_image(np.concatenate(self.collected))

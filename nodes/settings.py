@@ -3,7 +3,7 @@ core's AnimationSettings (release defaults everywhere)."""
 
 from __future__ import annotations
 
-from comfy_api.latest import io
+from .api_version import io
 
 from everanimate_core.errors import ConfigError
 from everanimate_core.flow import ALPHA_SCHEDULES, AlphaSchedule
@@ -28,7 +28,7 @@ def anchor_inputs() -> list:
     return [
         io.Int.Input("anchors", default=4, min=1, max=16, tooltip="K, the anchor latent slots in front of every chunk (release 4; 1 = native layout)."),
         io.Combo.Input("anchor_policy", options=list(ANCHOR_POLICIES), default="random_plus_reference", tooltip="How anchors are chosen after chunk 0: K-1 seeded random frames of chunk 0 + the reference (release), the reference repeated, pose-diverse frames, or your anchor images."),
-        io.Int.Input("anchor_seed", default=12345, min=0, max=2**31 - 1, tooltip="Seed of the random anchor pick (the release leaves it unseeded)."),
+        io.Int.Input("anchor_seed", default=12345, min=0, max=2**31 - 1, control_after_generate=False, tooltip="Seed of the random anchor pick (the release leaves it unseeded)."),
     ]
 
 
@@ -37,7 +37,10 @@ def sampling_inputs() -> list:
         io.Int.Input("steps", default=20, min=1, max=200, tooltip="Euler steps per chunk (release 20)."),
         io.Float.Input("cfg", default=1.0, min=0.0, max=30.0, step=0.1, tooltip="Classifier-free guidance (release 1.0: the negative is not evaluated)."),
         io.Float.Input("shift", default=5.0, min=0.01, max=100.0, step=0.1, tooltip="Sigma shift of the schedule (release 5)."),
-        io.Int.Input("seed", default=42, min=0, max=2**31 - 1, tooltip="Base seed; with the 'multiply' policy chunk c uses seed*c (release 42*c)."),
+        io.Int.Input(
+            "seed", default=42, min=0, max=2**31 - 1, control_after_generate=True,
+            tooltip="Base seed; with the 'multiply' policy chunk c uses seed*c (release 42*c). Keep its control on 'fixed': re-queueing the same settings then resumes the run.",
+        ),
         io.Combo.Input("seed_policy", options=list(SEED_POLICIES), default="multiply", tooltip="multiply: seed*c (release); increment: seed+c; fixed: seed for every chunk."),
         io.Combo.Input("window_mode", options=list(WINDOW_MODES), default="pingpong", tooltip="How a driving video shorter than needed is read: pingpong (release), loop, hold the last frame, or strict (error)."),
         io.Combo.Input("restoration", options=list(RESTORATION_MODES), default="off", tooltip="off = the release (restoration lives in the LoRA). anchors = opt-in inference-time restoration of the anchor slots (experimental)."),

@@ -18,9 +18,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from schema import Graph  # noqa: E402
+from schema import TITLE_HEIGHT, Graph  # noqa: E402
 
 SNAPSHOT = HERE.parent / "tests" / "data" / "object_info.json"
+EXAMPLES = HERE.parent / "example_workflows"  # what ComfyUI's template browser lists
 UNET = "Wan2_2-Animate-14B_fp8_e4m3fn_scaled_KJ.safetensors"
 TEXT_ENCODER = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
 CLIP_VISION = "clip_vision_h.safetensors"
@@ -34,79 +35,193 @@ USED_NODES = [
     "EverAnimateChunkSampler", "EverAnimateMemoryPropagate", "EverAnimateDecodeStitch", "EverAnimateLongAnimation",
 ]
 
+# Public download addresses and model folders (the frontend's Missing Models dialog offers them).
+MODELS = {
+    UNET: ("https://huggingface.co/Kijai/WanVideo_comfy_fp8_scaled/resolve/main/Wan22Animate/Wan2_2-Animate-14B_fp8_e4m3fn_scaled_KJ.safetensors", "diffusion_models"),
+    TEXT_ENCODER: ("https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders"),
+    CLIP_VISION: ("https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/clip_vision/clip_vision_h.safetensors", "clip_vision"),
+    VAE: ("https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files/vae/wan_2.1_vae.safetensors", "vae"),
+    LORA: ("https://huggingface.co/epfl-vita/everanimate/resolve/main/ckpts/everanimate-v1-lora32/stage2_480p.safetensors", "loras"),
+}
 
-def common(g: Graph, face: bool):
-    """Loaders shared by every workflow: model + LoRA, text, VAE, CLIP vision, reference, videos."""
-    unet = g.add("UNETLoader", pos=(0, 0), unet_name=UNET, weight_dtype="default")
-    model = g.add("EverAnimateLoadLoRA", pos=(420, 0), model=(unet, 0), lora_name=LORA, strength=1.0, shift=5.0)
-    clip = g.add("CLIPLoader", pos=(0, 260), clip_name=TEXT_ENCODER, type="wan", device="default")
-    pos = g.add("CLIPTextEncode", "Positive prompt", pos=(420, 260), clip=(clip, 0), text=POSITIVE)
-    neg = g.add("CLIPTextEncode", "Negative prompt", pos=(420, 480), clip=(clip, 0), text=NEGATIVE)
-    vae = g.add("VAELoader", pos=(0, 700), vae_name=VAE)
-    cv = g.add("CLIPVisionLoader", pos=(0, 820), clip_name=CLIP_VISION)
-    ref = g.add("LoadImage", "Reference image", pos=(0, 940), image="reference.png")
-    pose_file = g.add("LoadVideo", "Pose video", pos=(0, 1300), file="pose.mp4")
-    pose = g.add("GetVideoComponents", pos=(420, 1300), video=(pose_file, 0))
-    face_frames = None
-    if face:
-        face_file = g.add("LoadVideo", "Face video (512x512 crops)", pos=(0, 1650), file="face.mp4")
-        face_frames = g.add("GetVideoComponents", pos=(420, 1650), video=(face_file, 0))
-    return model, pos, neg, vae, cv, ref, pose, face_frames
+COLUMN = 460  # node width 400 + gutter
+GAP = 60
 
 
-def long_animation(schemas: dict, run_name: str = "", note: str | None = None) -> Graph:
-    g = Graph(schemas)
-    model, pos, neg, vae, cv, ref, pose, face = common(g, face=True)
-    g.add(
-        "EverAnimateLongAnimation", pos=(900, 200), model=(model, 0), positive=(pos, 0), negative=(neg, 0), vae=(vae, 0),
-        reference_image=(ref, 0), pose_video=(pose, 0), face_video=(face, 0), clip_vision=(cv, 0),
-        run_name=run_name, filename_prefix="everanimate/EverAnimate",
-    )
-    if note:
-        g.add("MarkdownNote", "How resuming works", pos=(900, -300), text=note)
-    return g
+def model(name: str) -> list[dict]:
+    url, directory = MODELS[name]
+    return [{"name": name, "url": url, "directory": directory}]
 
 
-def three_chunks(schemas: dict) -> Graph:
-    g = Graph(schemas)
-    model, pos, neg, vae, cv, ref, pose, _ = common(g, face=False)
-    mem = g.add("EverAnimateLatentMemoryInit", pos=(900, 700), vae=(vae, 0), reference_image=(ref, 0), session_name="three_chunks")
-    x = 1350
-    for c in range(3):
-        chunk = g.add(
-            "EverAnimateChunkSampler", f"Chunk {c}", pos=(x, 100), model=(model, 0), positive=(pos, 0), negative=(neg, 0),
-            vae=(vae, 0), memory=(mem, 0), pose_video=(pose, 0), clip_vision=(cv, 0), total_frames=77 + 73 * 2,
-        )
-        if c < 2:
-            mem = g.add("EverAnimateMemoryPropagate", f"Propagate after chunk {c}", pos=(x, 900), memory=(mem, 0), chunk=(chunk, 0), vae=(vae, 0))
-        x += 450
-    g.add("EverAnimateDecodeStitch", pos=(x, 300), chunk=(chunk, 0), vae=(vae, 0), filename_prefix="everanimate/three_chunks")
-    return g
+def stack(g: Graph, nodes: list, x: int, y: int, gap: int = GAP) -> int:
+    """Place nodes top to bottom in one column from y; returns the y below the last one."""
+    for n in nodes:
+        n.pos = (x, y + TITLE_HEIGHT)
+        y += TITLE_HEIGHT + g.size_of(n)[1] + gap
+    return y
 
+
+MODELS_NOTE = (
+    "## Models\n\n"
+    "The same files as ComfyUI's own Wan 2.2 Animate template, plus the EverAnimate LoRA. "
+    "When one is missing, ComfyUI offers its download when the workflow opens.\n\n"
+    "| file | folder |\n|---|---|\n"
+    + "".join(f"| [{name}]({url}) | `models/{folder}` |\n" for name, (url, folder) in MODELS.items())
+    + "\nThe LoRA is the release's stage-2 480p checkpoint (restorative flow matching). "
+    "Load EverAnimate LoRA also reads `stage1_480p` and `stage3_720p_beta` as downloaded; ComfyUI's stock "
+    "LoRA loader would silently load none of their keys."
+)
+
+VIDEOS_NOTE = (
+    "## The driving videos\n\n"
+    "**Pose video** (required): rendered skeletons of the performer, one per frame, at the frame rate of the "
+    "dance. ComfyUI's Wan 2.2 Animate template makes it with the **DWPose Estimator** node (DWPreprocessor, "
+    "from the comfyui_controlnet_aux pack): body and hands enabled, face disabled, resolution 512, after an "
+    "Image Scale of the dance video. Save it with Create Video + Save Video and pick the file here.\n\n"
+    "**Face video** (optional): the performer's face, 512x512, one frame per pose frame (the release uses face "
+    "crops; the ComfyUI template feeds a second DWPose Estimator with only the face enabled). Delete this "
+    "node to animate without it.\n\n"
+    "Both are read straight from the files, one chunk's window at a time, so a long video never sits "
+    "whole in memory. The output is as long as the pose video and has its frame rate (fps 0)."
+)
+
+SETTINGS_NOTE = (
+    "## EverAnimate settings\n\n"
+    "Defaults are the release's; change them only for a reason.\n\n"
+    "- **frames_per_chunk 77, overlap 4**: one model call makes 77 frames; the next starts 4 frames "
+    "earlier and drops them, so N chunks give 77 + 73(N-1) frames.\n"
+    "- **anchors 4**: latent slots in front of every chunk that hold the reference and 3 frames of chunk 0, "
+    "carried as latents (never through the VAE). They keep the character and the background from drifting. "
+    "1 = the native one-reference layout.\n"
+    "- **anchor_policy, anchor_seed**: which frames of chunk 0 become anchors.\n"
+    "- **steps 20, shift 5, cfg 1**: the sampler the LoRA was trained for.\n"
+    "- **seed 42, seed_policy multiply**: chunk c uses seed x c. The seed's control is *fixed* so that "
+    "queueing again continues the same run.\n"
+    "- **window_mode**: how a pose video shorter than the requested duration is read.\n"
+    "- **restoration**: off = the release (the restoration is in the LoRA); anchors = experimental.\n"
+    "- **duration_seconds 0**: as long as the pose video.\n"
+    "- **run_name**: every chunk is checkpointed; after Cancel or a crash, queue again to resume."
+)
 
 RESUME_NOTE = (
     "## Resuming an interrupted run\n\n"
     "This graph names its run folder (`run_name` = `my_long_run`, under `output/everanimate/runs/`).\n"
     "Every finished chunk is checkpointed there (latent memory + lossless frames).\n\n"
-    "If you press **Cancel**, ComfyUI restarts, or a chunk fails, just **queue the same prompt again**: "
+    "If you press **Cancel**, ComfyUI restarts, or a chunk fails, just **queue the same workflow again**: "
     "the node replays the finished chunks into the new MP4 and continues after the last one. "
-    "The result is the same video as an uninterrupted run.\n\n"
+    "The result is the same video as an uninterrupted run. Keep the seed's control on *fixed*.\n\n"
     "Changing a setting that affects the output makes the node refuse this folder and say which "
     "setting differs: pick another `run_name` (or empty it) to start a new run."
 )
 
+GRANULAR_NOTE = (
+    "## The chunked loop, node by node\n\n"
+    "Latent Memory Init encodes the reference. Each Chunk Sampler makes one chunk from the memory and "
+    "its window of the pose video; Memory Propagate carries the last latent (and, after chunk 0, the "
+    "anchors) to the next chunk in latent space. Decode & Stitch decodes every chunk of the session once, "
+    "drops the overlaps and writes one MP4.\n\n"
+    "To make a longer video, copy a Chunk Sampler + Memory Propagate pair and raise `total_frames` "
+    "(77 + 73(N-1) for N chunks), or use the Long Animation node, which does any number of chunks."
+)
+
+
+def common(g: Graph, face: bool, x: int = 0):
+    """Steps 1-4, shared by every workflow: models, prompt, reference image, driving videos."""
+    unet = g.add("UNETLoader", "Load Wan2.2-Animate", unet_name=UNET, weight_dtype="default", models=model(UNET))
+    lora = g.add("EverAnimateLoadLoRA", model=(unet, 0), lora_name=LORA, strength=1.0, shift=5.0, models=model(LORA))
+    vae = g.add("VAELoader", vae_name=VAE, models=model(VAE))
+    cv = g.add("CLIPVisionLoader", clip_name=CLIP_VISION, models=model(CLIP_VISION))
+    clip = g.add("CLIPLoader", clip_name=TEXT_ENCODER, type="wan", device="default", models=model(TEXT_ENCODER))
+    y_end = stack(g, [unet, lora, vae, cv, clip], x, 0)
+    g.group("Step 1 - Load models", [unet, lora, vae, cv, clip])
+
+    pos = g.add("CLIPTextEncode", "Positive prompt", clip=(clip, 0), text=POSITIVE, size=(400, 180))
+    neg = g.add("CLIPTextEncode", "Negative prompt", clip=(clip, 0), text=NEGATIVE, size=(400, 180))
+    y = stack(g, [pos, neg], x + COLUMN, 0)
+    g.group("Step 2 - Prompt", [pos, neg])
+    ref = g.add("LoadImage", "Reference image", image="reference.png")
+    stack(g, [ref], x + COLUMN, y + 40)
+    g.group("Step 3 - Reference image (the character)", [ref])
+
+    pose = g.add("LoadVideo", "Pose video", file="pose.mp4")
+    videos = [pose]
+    face_video = None
+    if face:
+        face_video = g.add("LoadVideo", "Face video (512x512, optional)", file="face.mp4")
+        videos.append(face_video)
+    stack(g, videos, x + 2 * COLUMN, 0)
+    g.group("Step 4 - Driving videos", videos)
+    return lora, pos, neg, vae, cv, ref, pose, face_video, max(y_end, y)
+
+
+def notes_column(g: Graph, texts: list[tuple[str, str, int]], x: int, y: int = 0) -> None:
+    notes = [g.add("MarkdownNote", title, text=text, size=(520, h)) for title, text, h in texts]
+    stack(g, notes, x, y, gap=40)
+
+
+def long_animation(schemas: dict, run_name: str = "", resume_note: bool = False) -> Graph:
+    g = Graph(schemas)
+    model_, pos, neg, vae, cv, ref, pose, face, _ = common(g, face=True)
+    long = g.add(
+        "EverAnimateLongAnimation", model=(model_, 0), positive=(pos, 0), negative=(neg, 0), vae=(vae, 0),
+        reference_image=(ref, 0), pose_video=(pose, 0), face_video=(face, 0), clip_vision=(cv, 0),
+        run_name=run_name, filename_prefix="everanimate/EverAnimate",
+    )
+    stack(g, [long], 3 * COLUMN, 0)
+    g.group("Step 5 - EverAnimate: the whole video, chunk by chunk", [long])
+    notes = [("About the driving videos", VIDEOS_NOTE, 420), ("EverAnimate settings", SETTINGS_NOTE, 560)]
+    if resume_note:
+        notes.insert(0, ("How resuming works", RESUME_NOTE, 300))
+    notes_column(g, notes, 4 * COLUMN + 40)
+    notes_column(g, [("Model links", MODELS_NOTE, 420)], -600)
+    return g
+
+
+def three_chunks(schemas: dict) -> Graph:
+    g = Graph(schemas)
+    model_, pos, neg, vae, cv, ref, pose, _, _ = common(g, face=False)
+    mem = g.add("EverAnimateLatentMemoryInit", vae=(vae, 0), reference_image=(ref, 0), session_name="three_chunks")
+    stack(g, [mem], 3 * COLUMN, 0)
+    g.group("Step 5 - Latent memory", [mem])
+    x = 4 * COLUMN
+    chunk = None
+    for c in range(3):
+        chunk = g.add(
+            "EverAnimateChunkSampler", f"Chunk {c}", model=(model_, 0), positive=(pos, 0), negative=(neg, 0),
+            vae=(vae, 0), memory=(mem, 0), pose_video=(pose, 0), clip_vision=(cv, 0), total_frames=77 + 73 * 2,
+        )
+        column = [chunk]
+        if c < 2:
+            mem = g.add("EverAnimateMemoryPropagate", f"Propagate after chunk {c}", memory=(mem, 0), chunk=(chunk, 0), vae=(vae, 0))
+            column.append(mem)
+        stack(g, column, x, 0)
+        g.group(f"Step {6 + c} - Chunk {c}", column)
+        x += COLUMN
+    stitch = g.add("EverAnimateDecodeStitch", chunk=(chunk, 0), vae=(vae, 0), filename_prefix="everanimate/three_chunks")
+    stack(g, [stitch], x, 0)
+    g.group("Step 9 - Decode & Stitch", [stitch])
+    notes_column(g, [("How this graph works", GRANULAR_NOTE, 330), ("About the pose video", VIDEOS_NOTE, 420)], x + COLUMN + 40)
+    notes_column(g, [("Model links", MODELS_NOTE, 420)], -600)
+    return g
+
 
 def build(schemas: dict) -> dict[str, Graph]:
-    return {
+    graphs = {
         "everanimate_long_animation": long_animation(schemas),
         "everanimate_three_chunks": three_chunks(schemas),
-        "everanimate_resume_run": long_animation(schemas, run_name="my_long_run", note=RESUME_NOTE),
+        "everanimate_resume_run": long_animation(schemas, run_name="my_long_run", resume_note=True),
     }
+    for name, g in graphs.items():
+        if g.overlaps():
+            raise ValueError(f"{name}: nodes overlap: {g.overlaps()}")
+    return graphs
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--object-info", help="URL of a running ComfyUI (with this pack) to refresh the schema snapshot")
+    p.add_argument("--schemas", help="read the schemas from this object_info JSON instead of the snapshot")
+    p.add_argument("--thumbnails", help="folder of the browser test's screenshots: write example_workflows/<name>.jpg")
     a = p.parse_args(argv)
     if a.object_info:
         with urllib.request.urlopen(a.object_info.rstrip("/") + "/object_info") as r:
@@ -116,12 +231,32 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"the server lacks {missing}; is the pack installed?")
         SNAPSHOT.parent.mkdir(parents=True, exist_ok=True)
         SNAPSHOT.write_text(json.dumps({n: full[n] for n in USED_NODES}, indent=1, sort_keys=True) + "\n")
-    schemas = json.loads(SNAPSHOT.read_text())
+    schemas = json.loads((Path(a.schemas) if a.schemas else SNAPSHOT).read_text())
+    EXAMPLES.mkdir(exist_ok=True)
+    (HERE / "api").mkdir(exist_ok=True)
     for name, g in build(schemas).items():
-        (HERE / f"{name}.json").write_text(json.dumps(g.ui(), indent=1, ensure_ascii=False) + "\n")
-        (HERE / "api").mkdir(exist_ok=True)
+        ui = json.dumps(g.ui(), indent=1, ensure_ascii=False) + "\n"
+        (HERE / f"{name}.json").write_text(ui)
+        (EXAMPLES / f"{name}.json").write_text(ui)
         (HERE / "api" / f"{name}.json").write_text(json.dumps(g.api(), indent=1, ensure_ascii=False) + "\n")
-        print(f"wrote {name}.json and api/{name}.json")
+        print(f"wrote {name}.json, api/{name}.json and example_workflows/{name}.json")
+    if a.thumbnails:
+        write_thumbnails(Path(a.thumbnails))
+
+
+def write_thumbnails(shots: Path) -> None:
+    """example_workflows/<name>.jpg (ComfyUI's template browser shows it) from the browser test's
+    screenshots ``<name>__<frontend>.png``: the newest frontend's, 640 px wide."""
+    from PIL import Image
+
+    for ui in sorted(HERE.glob("*.json")):
+        candidates = sorted(shots.glob(f"{ui.stem}__*.png"))
+        if not candidates:
+            raise SystemExit(f"no screenshot of {ui.stem} in {shots}: run tests/integration/test_browser_workflows.py first")
+        img = Image.open(candidates[-1]).convert("RGB")
+        img.thumbnail((640, 640))
+        img.save(EXAMPLES / f"{ui.stem}.jpg", quality=85)
+        print(f"wrote example_workflows/{ui.stem}.jpg from {candidates[-1].name}")
 
 
 if __name__ == "__main__":

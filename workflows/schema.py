@@ -49,6 +49,79 @@ def has_upload_widget(opts: dict) -> bool:
     return bool(opts.get("image_upload") or opts.get("video_upload"))
 
 
+# --------------------------------------------------------------------------------------------
+# The frontend's widget rules (read in comfyui-frontend-package 1.27.10 and 1.58.1)
+# --------------------------------------------------------------------------------------------
+
+SEED_NAMES = ("seed", "noise_seed")  # INT inputs that get a control widget when the schema is silent
+CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
+SHIPPED_CONTROL = "fixed"  # re-queueing a shipped workflow must resume its run, not reseed it
+
+
+def has_control_widget(name: str, typ: Any, opts: dict) -> bool:
+    """Whether the frontend adds a control_after_generate combo right after this widget.
+
+    INT: when the schema sets control_after_generate, or leaves it unset and the input is named
+    seed/noise_seed. COMBO: only when the schema sets it. A FLOAT with it, or a string value, is
+    refused: 1.58.1 honours both, 1.27.10 ignores the first and takes the second as the control
+    widget's *name*, so no file can load the same in both.
+    """
+    t = widget_type(typ)
+    cag = opts.get("control_after_generate")
+    if isinstance(cag, str):
+        raise ValueError(f"{name}: a string control_after_generate means different things to the frontends")
+    if t == "INT":
+        return bool(cag) if cag is not None else name in SEED_NAMES
+    if t == "FLOAT" and cag:
+        raise ValueError(f"{name}: FLOAT control_after_generate is honoured by newer frontends only")
+    return t == "COMBO" and bool(cag)
+
+
+@dataclass(frozen=True)
+class FrontendWidget:
+    """One widget as the frontend creates it: ``kind`` is value, control or upload."""
+
+    name: str
+    input: str
+    kind: str
+    typ: Any = None
+    opts: dict = field(default_factory=dict)
+
+
+def frontend_widgets(info: dict) -> list[FrontendWidget]:
+    """A node's widgets in the order the frontend creates them, which is the order of its
+    ``widgets_values``: every widget input (linked or not: the frontend keeps the widget), then the
+    upload button after a file combo with upload, the control combo after a seed-like INT."""
+    out = []
+    for name, typ, opts, _ in input_specs(info):
+        if not is_widget(typ, opts):
+            continue
+        out.append(FrontendWidget(name, name, "value", typ, opts))
+        if has_upload_widget(opts):
+            out.append(FrontendWidget("upload", name, "upload"))
+        if has_control_widget(name, typ, opts):
+            out.append(FrontendWidget("control_after_generate", name, "control"))
+    return out
+
+
+def ui_widget_items(ui_node: dict, schemas: dict) -> list[tuple[str, Any]]:
+    """(widget name, value) pairs of one UI-workflow node, named as the frontend names its widgets:
+    what a test compares with ``node.widgets`` in the browser."""
+    values = list(ui_node.get("widgets_values") or [])
+    if ui_node["type"] in FRONTEND_ONLY:
+        return [("text", v) for v in values]
+    widgets = frontend_widgets(schemas[ui_node["type"]])
+    if len(widgets) != len(values):
+        raise ValueError(f"node {ui_node.get('id')} {ui_node['type']}: {len(values)} widget values for {len(widgets)} widgets")
+    return [(w.name, v) for w, v in zip(widgets, values)]
+
+
+def accepts(input_type: Any, link_type: str) -> bool:
+    """Whether an input socket takes a link of this type ("VIDEO,IMAGE" takes either; "*" any)."""
+    t = widget_type(input_type)
+    return t == "*" or link_type in str(t).split(",")
+
+
 def check_widget_value(node_type: str, name: str, typ: Any, opts: dict, value: Any) -> list[str]:
     """Problems with one widget value (empty list when it fits the schema)."""
     t = widget_type(typ)
@@ -90,16 +163,39 @@ class Node:
     inputs: dict  # name -> (node, slot)
     title: str | None = None
     pos: tuple[int, int] = (0, 0)
+    size: tuple[int, int] | None = None
+    models: list[dict] = field(default_factory=list)  # {name, url, directory}: the Missing Models dialog
+    color: str | None = None
+
+
+@dataclass
+class Group:
+    title: str
+    bounding: tuple[int, int, int, int]
+    color: str = "#3f789e"
+
+
+# LiteGraph's geometry (litegraph defaults the frontends keep): the title bar sits above pos.
+TITLE_HEIGHT = 30
+SLOT_HEIGHT = 20
+WIDGET_HEIGHT = 24  # 20 px widget + 4 px spacing
+GROUP_PADDING = 10
+GROUP_TITLE = 50
 
 
 @dataclass
 class Graph:
-    """A workflow built node by node; ``ui()`` and ``api()`` render it in both formats."""
+    """A workflow built node by node; ``ui()`` and ``api()`` render it in both formats.
+
+    Widget values follow the frontend's rules (``frontend_widgets``), so a file dropped into the
+    frontend shows exactly the values given here; seed controls ship ``fixed``.
+    """
 
     schemas: dict
     nodes: list[Node] = field(default_factory=list)
+    groups: list[Group] = field(default_factory=list)
 
-    def add(self, node_type: str, title: str | None = None, pos=(0, 0), **kwargs) -> Node:
+    def add(self, node_type: str, title: str | None = None, pos=(0, 0), size=None, models=None, color=None, **kwargs) -> Node:
         """Add a node; keyword args are widget values or (node, output_slot) links."""
         widgets, inputs = {}, {}
         for k, v in kwargs.items():
@@ -107,27 +203,89 @@ class Graph:
                 inputs[k] = v
             else:
                 widgets[k] = v
-        n = Node(len(self.nodes) + 1, node_type, widgets, inputs, title, pos)
+        if node_type not in FRONTEND_ONLY:
+            info = self.schemas[node_type]
+            names = {w.name for w in frontend_widgets(info)} | {n for n, *_ in input_specs(info)}
+            unknown = set(widgets) - names
+            if unknown:
+                raise ValueError(f"{node_type} has no input(s) {sorted(unknown)}")
+            linked_widgets = {w.input for w in frontend_widgets(info)} & set(inputs)
+            if linked_widgets:
+                raise ValueError(f"{node_type}: widget inputs {sorted(linked_widgets)} cannot be linked by this generator")
+        n = Node(len(self.nodes) + 1, node_type, widgets, inputs, title, tuple(pos), tuple(size) if size else None, list(models or []), color)
         self.nodes.append(n)
         return n
+
+    def group(self, title: str, nodes: list[Node], color: str = "#3f789e") -> Group:
+        """A group drawn around the nodes' bounding boxes (title bar included)."""
+        boxes = [self.bounding(n) for n in nodes]
+        x0 = min(b[0] for b in boxes) - GROUP_PADDING
+        y0 = min(b[1] for b in boxes) - GROUP_TITLE
+        x1 = max(b[0] + b[2] for b in boxes) + GROUP_PADDING
+        y1 = max(b[1] + b[3] for b in boxes) + GROUP_PADDING
+        g = Group(title, (x0, y0, x1 - x0, y1 - y0), color)
+        self.groups.append(g)
+        return g
+
+    # -- geometry ------------------------------------------------------------------------------
+
+    def socket_inputs(self, n: Node) -> list[tuple[str, Any, bool]]:
+        if n.type in FRONTEND_ONLY:
+            return []
+        return [(name, typ, optional) for name, typ, opts, optional in input_specs(self.schemas[n.type]) if not is_widget(typ, opts)]
+
+    def size_of(self, n: Node) -> tuple[int, int]:
+        """The node's body size: as given, else a generous estimate of what the frontend computes
+        (the frontend grows a node to its computed size, never shrinks it, so an estimate at or
+        above it is the size the user sees)."""
+        if n.size:
+            return n.size
+        if n.type in FRONTEND_ONLY:
+            return (420, 220)
+        widgets = frontend_widgets(self.schemas[n.type])
+        rows = max(len(self.socket_inputs(n)), len(self._output_types(n)))
+        height = SLOT_HEIGHT * rows + WIDGET_HEIGHT * len(widgets) + 20
+        for w in widgets:
+            if w.kind == "value" and (w.opts.get("multiline") or (w.opts.get("video_upload") or w.opts.get("image_upload"))):
+                height += 200  # text boxes and image/video previews
+        return (400, max(60, height))
+
+    def bounding(self, n: Node) -> tuple[int, int, int, int]:
+        w, h = self.size_of(n)
+        return (n.pos[0], n.pos[1] - TITLE_HEIGHT, w, h + TITLE_HEIGHT)
+
+    def overlaps(self) -> list[tuple[int, int]]:
+        """Pairs of node ids whose bounding boxes intersect."""
+        out = []
+        for i, a in enumerate(self.nodes):
+            ax, ay, aw, ah = self.bounding(a)
+            for b in self.nodes[i + 1 :]:
+                bx, by, bw, bh = self.bounding(b)
+                if ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah:
+                    out.append((a.id, b.id))
+        return out
+
+    # -- rendering -----------------------------------------------------------------------------
+
+    def _value(self, n: Node, name: str, typ: Any, opts: dict) -> Any:
+        if name in n.widgets:
+            return n.widgets[name]
+        if "default" in opts:
+            return opts["default"]
+        options = combo_options(typ, opts)
+        return options[0] if options else None
 
     def _widget_values(self, n: Node) -> list:
         if n.type in FRONTEND_ONLY:
             return [n.widgets["text"]]
         values = []
-        for name, typ, opts, optional in input_specs(self.schemas[n.type]):
-            if not is_widget(typ, opts) or name in n.inputs:
-                continue
-            if name in n.widgets:
-                v = n.widgets[name]
-            elif "default" in opts:
-                v = opts["default"]
-            else:
-                options = combo_options(typ, opts)
-                v = options[0] if options else None
-            values.append(v)
-            if has_upload_widget(opts):
+        for w in frontend_widgets(self.schemas[n.type]):
+            if w.kind == "value":
+                values.append(self._value(n, w.name, w.typ, w.opts))
+            elif w.kind == "upload":
                 values.append("image")
+            else:
+                values.append(n.widgets.get("control_after_generate", SHIPPED_CONTROL))
         return values
 
     def _output_types(self, n: Node) -> list[str]:
@@ -144,47 +302,53 @@ class Graph:
         ui_nodes = []
         for order, n in enumerate(self.nodes):
             inputs = []
-            if n.type not in FRONTEND_ONLY:
-                for name, typ, opts, optional in input_specs(self.schemas[n.type]):
-                    if is_widget(typ, opts) and name not in n.inputs:
-                        continue
-                    lid = link_of.get((n.id, name))
-                    if lid is None and not optional:
-                        raise ValueError(f"{n.type} (node {n.id}) needs its '{name}' input connected")
-                    if lid is None:
-                        continue
-                    slot = len(inputs)
-                    links[lid - 1][4] = slot
-                    inputs.append({"name": name, "type": widget_type(typ), "link": lid})
+            for name, typ, optional in self.socket_inputs(n):
+                lid = link_of.get((n.id, name))
+                if lid is None and not optional:
+                    raise ValueError(f"{n.type} (node {n.id}) needs its '{name}' input connected")
+                if lid is None:
+                    continue
+                if not accepts(typ, links[lid - 1][5]):
+                    raise ValueError(f"{n.type}.{name} takes {typ}, not {links[lid - 1][5]}")
+                links[lid - 1][4] = len(inputs)
+                inputs.append({"name": name, "type": widget_type(typ), "link": lid})
             outputs = []
             for slot, typ in enumerate(self._output_types(n)):
                 out_links = [lk[0] for lk in links if lk[1] == n.id and lk[2] == slot]
                 names = self.schemas[n.type].get("output_name") or self._output_types(n)
                 outputs.append({"name": names[slot], "type": typ, "links": out_links or None, "slot_index": slot})
+            properties = {"Node name for S&R": n.type}
+            if n.models:
+                properties["models"] = n.models
             node = {
                 "id": n.id,
                 "type": n.type,
                 "pos": list(n.pos),
-                "size": [400, 200] if n.type not in FRONTEND_ONLY else [420, 220],
+                "size": list(self.size_of(n)),
                 "flags": {},
                 "order": order,
                 "mode": 0,
                 "inputs": inputs,
                 "outputs": outputs,
-                "properties": {"Node name for S&R": n.type},
+                "properties": properties,
                 "widgets_values": self._widget_values(n),
             }
             if n.title:
                 node["title"] = n.title
+            if n.color:
+                node["color"] = n.color
             ui_nodes.append(node)
         return {
             "last_node_id": len(self.nodes),
             "last_link_id": len(links),
             "nodes": ui_nodes,
             "links": links,
-            "groups": [],
+            "groups": [
+                {"id": i + 1, "title": g.title, "bounding": list(g.bounding), "color": g.color, "font_size": 24, "flags": {}}
+                for i, g in enumerate(self.groups)
+            ],
             "config": {},
-            "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}},
+            "extra": {"ds": {"scale": 0.6, "offset": [40, 80]}},
             "version": 0.4,
         }
 
@@ -199,20 +363,15 @@ class Graph:
                     src, slot = n.inputs[name]
                     inputs[name] = [str(src.id), slot]
                 elif is_widget(typ, opts):
-                    if name in n.widgets:
-                        inputs[name] = n.widgets[name]
-                    elif "default" in opts:
-                        inputs[name] = opts["default"]
-                    else:
-                        options = combo_options(typ, opts)
-                        inputs[name] = options[0] if options else None
+                    inputs[name] = self._value(n, name, typ, opts)
             out[str(n.id)] = {"class_type": n.type, "inputs": inputs, "_meta": {"title": n.title or n.type}}
         return out
 
 
 def check_ui_workflow(wf: dict, schemas: dict) -> list[str]:
-    """Problems of a UI-format workflow against node schemas: unknown node types, widget counts and
-    types, link endpoints and types, required inputs left unconnected."""
+    """Problems of a UI-format workflow against node schemas and the frontend's widget rules:
+    unknown node types, widget counts (control and upload widgets included), types and control
+    values, link endpoints and types, required inputs left unconnected, model entries."""
     problems: list[str] = []
     nodes = {n["id"]: n for n in wf["nodes"]}
     for n in wf["nodes"]:
@@ -222,23 +381,23 @@ def check_ui_workflow(wf: dict, schemas: dict) -> list[str]:
         if t not in schemas:
             problems.append(f"node {n['id']}: unknown node type {t!r}")
             continue
-        specs = input_specs(schemas[t])
         linked = {i["name"] for i in n.get("inputs", []) if i.get("link") is not None}
-        expected = []
-        for name, typ, opts, optional in specs:
-            if is_widget(typ, opts) and name not in linked:
-                expected.append((name, typ, opts))
-                if has_upload_widget(opts):
-                    expected.append((name + "#upload", "STRING", {}))
-            elif not is_widget(typ, opts) and not optional and name not in linked:
+        for name, typ, opts, optional in input_specs(schemas[t]):
+            if not is_widget(typ, opts) and not optional and name not in linked:
                 problems.append(f"node {n['id']} {t}: required input {name!r} is not connected")
+        widgets = frontend_widgets(schemas[t])
         values = n.get("widgets_values", [])
-        if len(values) != len(expected):
-            problems.append(f"node {n['id']} {t}: {len(values)} widget values, schema has {len(expected)}")
+        if len(values) != len(widgets):
+            problems.append(f"node {n['id']} {t}: {len(values)} widget values, the frontend makes {len(widgets)} widgets")
             continue
-        for (name, typ, opts), v in zip(expected, values):
-            if not name.endswith("#upload"):
-                problems += [f"node {n['id']} {p}" for p in check_widget_value(t, name, typ, opts, v)]
+        for w, v in zip(widgets, values):
+            if w.kind == "value":
+                problems += [f"node {n['id']} {p}" for p in check_widget_value(t, w.name, w.typ, w.opts, v)]
+            elif w.kind == "control" and v not in CONTROL_VALUES:
+                problems.append(f"node {n['id']} {t}: control of {w.input!r} is {v!r}, not one of {CONTROL_VALUES}")
+        for m in n.get("properties", {}).get("models", []):
+            if not (isinstance(m, dict) and {"name", "url", "directory"} <= set(m) and str(m["url"]).startswith("https://")):
+                problems.append(f"node {n['id']} {t}: model entry {m!r} needs name, https url and directory")
     for lid, src, sslot, dst, dslot, typ in wf["links"]:
         if src not in nodes or dst not in nodes:
             problems.append(f"link {lid}: missing endpoint")
@@ -249,7 +408,7 @@ def check_ui_workflow(wf: dict, schemas: dict) -> list[str]:
             if sslot >= len(out_types) or out_types[sslot] != typ:
                 problems.append(f"link {lid}: {s['type']} output {sslot} is not {typ}")
         if d["type"] in schemas:
-            ins = {name: widget_type(tp) for name, tp, _, _ in input_specs(schemas[d["type"]])}
+            ins = {name: tp for name, tp, _, _ in input_specs(schemas[d["type"]])}
             dst_inputs = d.get("inputs", [])
             if dslot >= len(dst_inputs):
                 problems.append(f"link {lid}: {d['type']} has no input slot {dslot}")
@@ -257,7 +416,7 @@ def check_ui_workflow(wf: dict, schemas: dict) -> list[str]:
             iname = dst_inputs[dslot]["name"]
             if dst_inputs[dslot].get("link") != lid:
                 problems.append(f"link {lid}: {d['type']}.{iname} does not point back to it")
-            if ins.get(iname) != typ:
+            if iname not in ins or not accepts(ins[iname], typ):
                 problems.append(f"link {lid}: {d['type']}.{iname} takes {ins.get(iname)}, link carries {typ}")
     return problems
 
@@ -280,7 +439,7 @@ def check_api_workflow(api: dict, schemas: dict) -> list[str]:
                 src = api.get(v[0])
                 if src is None:
                     problems.append(f"{nid} {t}.{name}: links to missing node {v[0]}")
-                elif src["class_type"] in schemas and schemas[src["class_type"]]["output"][v[1]] != widget_type(typ):
+                elif src["class_type"] in schemas and not accepts(typ, schemas[src["class_type"]]["output"][v[1]]):
                     problems.append(f"{nid} {t}.{name}: takes {widget_type(typ)}, gets {schemas[src['class_type']]['output'][v[1]]}")
             elif is_widget(typ, opts):
                 problems += [f"{nid} {p}" for p in check_widget_value(t, name, typ, opts, v)]

@@ -2,7 +2,7 @@
 CLIP vision (the parity fixtures use an image-dependent fake). Loaded only by the integration tests."""
 
 import torch
-from comfy_api.latest import ComfyExtension, io
+from comfy_api.v0_0_2 import ComfyExtension, io
 
 
 class ZeroTextConditioning(io.ComfyNode):
