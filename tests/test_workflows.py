@@ -26,7 +26,7 @@ from schema import (  # noqa: E402
 )
 
 SCHEMAS = json.loads((REPO / "tests" / "data" / "object_info.json").read_text())
-UI = sorted((REPO / "workflows").glob("*.json"))
+UI = sorted((REPO / "example_workflows").glob("*.json"))
 NAMES = [p.stem for p in UI]
 
 
@@ -38,7 +38,7 @@ def test_three_workflows_with_api_twins():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_ui_workflow_matches_schemas(name):
-    wf = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+    wf = json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
     assert wf["version"] == 0.4
     assert check_ui_workflow(wf, SCHEMAS) == []
     types = {n["type"] for n in wf["nodes"]}
@@ -48,14 +48,14 @@ def test_ui_workflow_matches_schemas(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_api_twin_matches_schemas_and_ui(name):
     api = json.loads((REPO / "workflows" / "api" / f"{name}.json").read_text())
-    ui = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+    ui = json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
     assert check_api_workflow(api, SCHEMAS) == []
     assert sorted(api) == sorted(str(n["id"]) for n in ui["nodes"] if n["type"] not in ("Note", "MarkdownNote"))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_no_absolute_or_backslash_paths(name):
-    text = (REPO / "workflows" / f"{name}.json").read_text() + (REPO / "workflows" / "api" / f"{name}.json").read_text()
+    text = (REPO / "example_workflows" / f"{name}.json").read_text() + (REPO / "workflows" / "api" / f"{name}.json").read_text()
     assert "\\\\" not in text and ":/" not in text.replace("https://", "")
     for s in json.loads((REPO / "workflows" / "api" / f"{name}.json").read_text()).values():
         for v in s["inputs"].values():
@@ -63,14 +63,14 @@ def test_no_absolute_or_backslash_paths(name):
 
 
 def test_released_model_file_names_are_used():
-    text = (REPO / "workflows" / "everanimate_long_animation.json").read_text()
+    text = (REPO / "example_workflows" / "everanimate_long_animation.json").read_text()
     for f in ("Wan2_2-Animate-14B_fp8_e4m3fn_scaled_KJ.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
               "clip_vision_h.safetensors", "wan_2.1_vae.safetensors", "stage2_480p.safetensors"):
         assert f in text
 
 
 def _long(name="everanimate_long_animation"):
-    return json.loads((REPO / "workflows" / f"{name}.json").read_text())
+    return json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
 
 
 def test_checker_catches_a_missing_widget_value():
@@ -153,14 +153,14 @@ def _prompt_of(ui: dict) -> dict:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_ui_file_makes_the_api_twin_as_the_frontend_reads_it(name):
-    ui = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+    ui = json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
     api = json.loads((REPO / "workflows" / "api" / f"{name}.json").read_text())
     assert _prompt_of(ui) == {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in api.items()}
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_seed_controls_ship_fixed_so_requeueing_resumes(name):
-    ui = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+    ui = json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
     controls = [v for n in ui["nodes"] for k, v in ui_widget_items(n, SCHEMAS) if k == "control_after_generate"]
     seeded = [n for n in ui["nodes"] if n["type"] in ("EverAnimateLongAnimation", "EverAnimateChunkSampler")]
     assert len(controls) == len(seeded) > 0 and set(controls) == {"fixed"}
@@ -181,7 +181,7 @@ def _box(n):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_nodes_do_not_overlap_and_groups_hold_their_nodes(name):
-    ui = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+    ui = json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
     boxes = [(n["id"], _box(n)) for n in ui["nodes"]]
     for i, (a, (ax, ay, aw, ah)) in enumerate(boxes):
         for b, (bx, by, bw, bh) in boxes[i + 1 :]:
@@ -198,7 +198,7 @@ def test_nodes_do_not_overlap_and_groups_hold_their_nodes(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_model_file_carries_its_download_url_and_folder(name):
-    ui = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+    ui = json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
     loaders = {"UNETLoader": "unet_name", "VAELoader": "vae_name", "CLIPLoader": "clip_name", "CLIPVisionLoader": "clip_name", "EverAnimateLoadLoRA": "lora_name"}
     seen = 0
     for n in ui["nodes"]:
@@ -212,15 +212,17 @@ def test_every_model_file_carries_its_download_url_and_folder(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_template_browser_copy_is_the_same_file_with_a_thumbnail(name):
-    assert (REPO / "example_workflows" / f"{name}.json").read_text() == (REPO / "workflows" / f"{name}.json").read_text()
+def test_each_template_has_a_thumbnail(name):
     assert (REPO / "example_workflows" / f"{name}.jpg").stat().st_size > 5000
-    assert sorted(p.stem for p in (REPO / "example_workflows").glob("*.json")) == NAMES
+
+
+def test_workflows_folder_holds_no_second_copy_for_the_template_browser_to_list_twice():
+    assert not list((REPO / "workflows").glob("*.json")), "ComfyUI lists workflows/*.json beside example_workflows/*.json"
 
 
 def test_generator_reproduces_the_shipped_files():
     import build  # workflows/build.py
 
     for name, g in build.build(SCHEMAS).items():
-        assert json.dumps(g.ui(), indent=1, ensure_ascii=False) + "\n" == (REPO / "workflows" / f"{name}.json").read_text(), f"{name}: run python workflows/build.py"
+        assert json.dumps(g.ui(), indent=1, ensure_ascii=False) + "\n" == (REPO / "example_workflows" / f"{name}.json").read_text(), f"{name}: run python workflows/build.py"
         assert json.dumps(g.api(), indent=1, ensure_ascii=False) + "\n" == (REPO / "workflows" / "api" / f"{name}.json").read_text()

@@ -1,4 +1,6 @@
-"""Regenerate the shipped workflows (UI format + API twin) from the node schemas.
+"""Regenerate the shipped workflows from the node schemas: the drag-and-drop UI files in
+example_workflows/ (what ComfyUI's template browser lists, with a same-name .jpg thumbnail) and
+their API-format twins in workflows/api/.
 
     python workflows/build.py                      # from tests/data/object_info.json
     python workflows/build.py --object-info http://127.0.0.1:8188   # refresh the snapshot first
@@ -21,7 +23,9 @@ sys.path.insert(0, str(HERE))
 from schema import TITLE_HEIGHT, Graph  # noqa: E402
 
 SNAPSHOT = HERE.parent / "tests" / "data" / "object_info.json"
-EXAMPLES = HERE.parent / "example_workflows"  # what ComfyUI's template browser lists
+# The UI files live only in example_workflows/: ComfyUI's template browser lists every *.json of
+# example_workflows/ AND of workflows/ (and three other names), so a copy here would show twice.
+EXAMPLES = HERE.parent / "example_workflows"
 UNET = "Wan2_2-Animate-14B_fp8_e4m3fn_scaled_KJ.safetensors"
 TEXT_ENCODER = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
 CLIP_VISION = "clip_vision_h.safetensors"
@@ -235,11 +239,9 @@ def main(argv: list[str] | None = None) -> None:
     EXAMPLES.mkdir(exist_ok=True)
     (HERE / "api").mkdir(exist_ok=True)
     for name, g in build(schemas).items():
-        ui = json.dumps(g.ui(), indent=1, ensure_ascii=False) + "\n"
-        (HERE / f"{name}.json").write_text(ui)
-        (EXAMPLES / f"{name}.json").write_text(ui)
+        (EXAMPLES / f"{name}.json").write_text(json.dumps(g.ui(), indent=1, ensure_ascii=False) + "\n")
         (HERE / "api" / f"{name}.json").write_text(json.dumps(g.api(), indent=1, ensure_ascii=False) + "\n")
-        print(f"wrote {name}.json, api/{name}.json and example_workflows/{name}.json")
+        print(f"wrote example_workflows/{name}.json and workflows/api/{name}.json")
     if a.thumbnails:
         write_thumbnails(Path(a.thumbnails))
 
@@ -249,7 +251,7 @@ def write_thumbnails(shots: Path) -> None:
     screenshots ``<name>__<frontend>.png``: the newest frontend's, 640 px wide."""
     from PIL import Image
 
-    for ui in sorted(HERE.glob("*.json")):
+    for ui in sorted(EXAMPLES.glob("*.json")):
         candidates = sorted(shots.glob(f"{ui.stem}__*.png"))
         if not candidates:
             raise SystemExit(f"no screenshot of {ui.stem} in {shots}: run tests/integration/test_browser_workflows.py first")

@@ -56,6 +56,27 @@ def test_schema_snapshot_is_current(server):
             assert live[name]["output"] == spec["output"]
 
 
+def test_template_browser_lists_each_workflow_once_with_its_thumbnail(server):
+    import urllib.request
+
+    listed = server.get("/workflow_templates")["ComfyUI-EverAnimate"]
+    shipped = sorted(p.stem for p in (REPO / "example_workflows").glob("*.json"))
+    assert sorted(listed) == shipped, "each template once (ComfyUI also lists workflows/*.json)"
+    for name in shipped:
+        base = f"{server.url}/api/workflow_templates/ComfyUI-EverAnimate/{name}"
+        with urllib.request.urlopen(base + ".json", timeout=30) as r:
+            assert json.loads(r.read())["nodes"]
+        with urllib.request.urlopen(base + ".jpg", timeout=30) as r:
+            assert r.headers["Content-Type"] == "image/jpeg" and len(r.read()) > 5000
+
+
+def test_frontend_extension_is_served(server):
+    import urllib.request
+
+    with urllib.request.urlopen(server.url + "/extensions/ComfyUI-EverAnimate/everanimate.js", timeout=30) as r:
+        assert b"control_after_generate" in r.read()
+
+
 # --------------------------------------------------------------------------------------------
 # model patch and LoRA (in process)
 # --------------------------------------------------------------------------------------------
