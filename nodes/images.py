@@ -6,8 +6,7 @@ import numpy as np
 import torch
 
 from everanimate_core.errors import ConfigError
-
-RESIZE_MODES = ("crop", "pad", "stretch")
+from everanimate_core.resize import RESIZE_MODES, resize_images  # noqa: F401  (one resize for IMAGE and VIDEO inputs)
 
 
 def image_to_frames(images: torch.Tensor, rounding: str = "round") -> np.ndarray:
@@ -21,32 +20,6 @@ def image_to_frames(images: torch.Tensor, rounding: str = "round") -> np.ndarray
 def frames_to_image(frames: np.ndarray) -> torch.Tensor:
     """uint8 [N, H, W, 3] -> IMAGE float [N, H, W, 3] in 0..1."""
     return torch.from_numpy(np.ascontiguousarray(frames)).float() / 255.0
-
-
-def resize_images(images: torch.Tensor, width: int, height: int, mode: str = "crop") -> torch.Tensor:
-    """Resize an IMAGE batch to width x height: ``crop`` (fill, centre crop), ``pad`` (fit, black
-    bars) or ``stretch``. Unchanged when it already has that size."""
-    if mode not in RESIZE_MODES:
-        raise ConfigError(f"Unknown resize mode {mode!r}; choose one of {RESIZE_MODES}.")
-    n, h, w, c = images.shape
-    if (h, w) == (height, width):
-        return images
-    x = images.permute(0, 3, 1, 2).float()
-    if mode == "stretch":
-        out = torch.nn.functional.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-        return out.permute(0, 2, 3, 1).clamp(0, 1)
-    scale = max(width / w, height / h) if mode == "crop" else min(width / w, height / h)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    x = torch.nn.functional.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-    if mode == "crop":
-        top, left = (nh - height) // 2, (nw - width) // 2
-        x = x[:, :, top : top + height, left : left + width]
-    else:
-        canvas = x.new_zeros((n, c, height, width))
-        top, left = (height - nh) // 2, (width - nw) // 2
-        canvas[:, :, top : top + nh, left : left + nw] = x
-        x = canvas
-    return x.permute(0, 2, 3, 1).clamp(0, 1)
 
 
 class ImageFrames:
