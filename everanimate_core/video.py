@@ -172,6 +172,10 @@ class StreamingVideoWriter:
     ``codec``/``crf``/``pix_fmt`` are passed to FFmpeg; ``options`` adds further encoder
     options (e.g. ``{"preset": "ultrafast"}``). The container format comes from the suffix
     of ``path`` (MP4 when it is ``.mp4``, ``.m4v`` or missing).
+
+    ``audio`` (an :class:`everanimate_core.audio.AudioTrack`) adds an AAC sound track, encoded
+    as the frames arrive and cut to the length of the video (also in a partial file). Without
+    it the file holds the video stream only, exactly as before.
     """
 
     def __init__(
@@ -184,8 +188,11 @@ class StreamingVideoWriter:
         crf: int | None = 18,
         pix_fmt: str = "yuv420p",
         options: dict[str, str] | None = None,
+        audio: Any = None,
     ) -> None:
         self._path = Path(path)
+        self._audio_track = audio
+        self._audio: Any = None
         self._rate = _fps_fraction(fps)
         if (width is None) != (height is None):
             raise ConfigError("give both width and height, or neither (taken from the frames).")
@@ -256,6 +263,10 @@ class StreamingVideoWriter:
             stream.pix_fmt = self._pix_fmt
             if self._options:
                 stream.options = dict(self._options)
+            if self._audio_track is not None:
+                from .audio import AudioMuxer
+
+                self._audio = AudioMuxer(container, self._audio_track)
         except Exception:
             container.close()
             self._remove_tmp()
@@ -271,14 +282,16 @@ class StreamingVideoWriter:
 
     def _finalize(self) -> None:
         """Flush the encoder and write the container trailer (moov atom for MP4)."""
-        container, stream = self._container, self._stream
-        self._container = self._stream = None
+        container, stream, audio = self._container, self._stream, self._audio
+        self._container = self._stream = self._audio = None
         if container is None:
             return
         try:
             if self._frames_written > 0:
                 for packet in stream.encode(None):
                     container.mux(packet)
+                if audio is not None:
+                    audio.finish(audio.samples_for(self._frames_written, self._rate))
         finally:
             container.close()
 
@@ -316,6 +329,8 @@ class StreamingVideoWriter:
             for packet in stream.encode(frame):
                 container.mux(packet)
             self._frames_written += 1
+        if self._audio is not None:
+            self._audio.feed(self._audio.samples_for(self._frames_written, self._rate))
 
     def close(self) -> Path:
         """Finalize the video and atomically move it to :attr:`path`; returns the path.
