@@ -109,6 +109,27 @@ class AnimationRun:
         tensors, meta = memory.to_state()
         self.folder.save_chunk(index, tensors, {"memory": meta, "frames": int(len(kept_frames))})
 
+    def remove(self) -> int:
+        """Delete the run's checkpoints, frame segments and progress record once the video is done.
+
+        Only files a run writes are removed (``chunk_*``, ``frames_*``, ``progress.json`` and their
+        temporary or backup copies); the folder goes too when nothing else is left in it. Returns
+        the number of bytes freed.
+        """
+        freed = 0
+        if not self.path.is_dir():
+            return 0
+        for p in self.path.iterdir():
+            name = p.name.lstrip(".")
+            if p.is_file() and (name.startswith(("chunk_", "frames_", "progress")) or name == RunFolder.PROGRESS):
+                freed += p.stat().st_size
+                p.unlink()
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass  # the user keeps other files there
+        return freed
+
     def load_memory(self, index: int) -> LatentMemory:
         """Memory after finished chunk ``index`` (granular nodes use this)."""
         tensors, meta = self.folder.load_chunk(index)
