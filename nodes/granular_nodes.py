@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from .api_version import io
 
-from everanimate_core.errors import ConfigError
+from everanimate_core.errors import ConfigError, DrivingVideoError
 from everanimate_core.pipeline import advance_memory, decode_chunk, kept_frames, sample_chunk_latents, start_memory
 from everanimate_core.plan import ChunkWindow, plan_for_driving
 from everanimate_core.runs import read_segment, write_segment
@@ -30,10 +30,11 @@ from .graph_state import (
     save_chunk_latents,
     session_dir_for,
 )
-from .images import RESIZE_MODES, ImageFrames, prepare_reference
+from .images import RESIZE_MODES, prepare_reference
 from .output import VideoOutput, output_inputs
 from .progress import ChunkProgress, check_cancel
 from .settings import anchor_inputs, build_settings, chunk_inputs, sampling_inputs
+from .video_input import choose_audio, driving_video, fit_note, resolve_fps
 from .wan_patch import require_wan_animate, with_k_anchor_patch
 
 log = logging.getLogger("EverAnimate")
@@ -88,7 +89,7 @@ class LatentMemoryInit(io.ComfyNode):
             {"ref": ref.tobytes().hex()[:4096], "shape": ref.shape, "K": anchors, "policy": anchor_policy, "seed": anchor_seed, "users": len(users)},
         )
         folder.mkdir(parents=True, exist_ok=True)
-        return io.NodeOutput(GraphMemory(memory, ref, str(folder), width, height))
+        return io.NodeOutput(GraphMemory(memory, ref, str(folder), width, height, resize_mode))
 
 
 class _LatentOnly:
@@ -121,11 +122,11 @@ class ChunkSampler(io.ComfyNode):
                 io.Conditioning.Input("negative", tooltip="Negative text conditioning (unused at cfg 1)."),
                 io.Vae.Input("vae", tooltip="The Wan 2.1 VAE."),
                 Memory.Input("memory", tooltip="From Latent Memory Init (chunk 0) or Memory Propagate."),
-                io.Image.Input("pose_video", tooltip="The whole driving pose video (rendered skeletons); the chunk's window is taken from it."),
+                io.MultiType.Input("pose_video", types=[io.Video, io.Image], tooltip="The whole driving pose video (rendered skeletons): a VIDEO from Load Video (only the chunk's window is decoded from the file; its fps and sound reach Decode & Stitch) or an IMAGE batch. Fitted to the size with Memory Init's resize_mode."),
                 *chunk_inputs(),
                 *sampling_inputs(),
                 io.Int.Input("total_frames", default=0, min=0, max=1_000_000, tooltip="Output length in frames; 0 = the pose video's length."),
-                io.Image.Input("face_video", optional=True, tooltip="Optional face crops (512x512), read with the same window mode over its own length."),
+                io.MultiType.Input("face_video", types=[io.Video, io.Image], optional=True, tooltip="Optional face crops (512x512), a VIDEO or an IMAGE batch, read with the same window mode over its own length."),
                 io.ClipVision.Input("clip_vision", optional=True, tooltip="CLIP vision model (clip_vision_h): encodes the reference for chunk 0, the previous chunk's last frame after."),
             ],
             outputs=[
@@ -140,8 +141,9 @@ class ChunkSampler(io.ComfyNode):
         mem = memory.memory
         kw.update(frames_per_chunk=frames_per_chunk, overlap=overlap, anchors=mem.num_anchors, anchor_policy=mem.anchor_policy, anchor_seed=mem.anchor_seed)
         settings = build_settings(kw)
-        pose = ImageFrames(pose_video, memory.width, memory.height)
-        face = None if face_video is None else ImageFrames(face_video)
+        driving = driving_video(pose_video, "pose video", memory.width, memory.height, memory.resize_mode)
+        pose = driving.frames
+        face = None if face_video is None else driving_video(face_video, "face video").frames
         plan = plan_for_driving(len(pose), settings.chunk, total_frames or None, settings.window_mode)
         if mem.chunk_index >= len(plan):
             raise ConfigError(
@@ -150,11 +152,24 @@ class ChunkSampler(io.ComfyNode):
             )
         chunk = plan[mem.chunk_index]
         progress = ChunkProgress(1, settings.steps, cls.hidden.unique_id)
+        note = fit_note(driving, memory.width, memory.height, memory.resize_mode) if chunk.index == 0 else None
+        if note:
+            progress.text(note)
         progress.text(f"EverAnimate: chunk {chunk.index + 1} of {len(plan)}")
         backend = ComfyWanBackend(with_k_anchor_patch(model, mem.num_anchors), vae, positive, negative, clip_vision, settings_cfg(kw))
-        generated, pose_frames = sample_chunk_latents(
-            backend, mem, chunk, pose, memory.reference, settings, face, on_step=lambda i, n, x: progress.on_step(0, i, n)
-        )
+        try:
+            generated, pose_frames = sample_chunk_latents(
+                backend, mem, chunk, pose, memory.reference, settings, face, on_step=lambda i, n, x: progress.on_step(0, i, n)
+            )
+        except DrivingVideoError as e:
+            raise DrivingVideoError(
+                f"Chunk {chunk.index + 1} of {len(plan)} stopped: {e} The earlier chunks' latents stay in "
+                f"{memory.session_dir}."
+            ) from None
+        finally:
+            for src in (pose, face):
+                if hasattr(src, "close"):
+                    src.close()
         save_chunk_latents(memory.session_dir, chunk.index, generated)
         handle = ChunkHandle(
             session_dir=memory.session_dir,
@@ -162,7 +177,9 @@ class ChunkSampler(io.ComfyNode):
             plan_total=plan.total_frames,
             settings=settings.chunk.as_dict(),
             chunks=plan_to_dicts(plan),
+            fps_hint=None if driving.fps is None else float(driving.fps),
             pose_window=pose_frames if (chunk.index == 0 and mem.anchor_policy == "pose_diverse") else None,
+            audio=driving.audio,
         )
         return io.NodeOutput(handle)
 
@@ -220,6 +237,18 @@ class MemoryPropagate(io.ComfyNode):
         return io.NodeOutput(GraphMemory(new, memory.reference, memory.session_dir, memory.width, memory.height))
 
 
+class _PoseFacts:
+    """What Decode & Stitch knows of the pose video through the chunk handle: its fps and sound."""
+
+    label = "pose video"
+
+    def __init__(self, fps, audio):
+        from fractions import Fraction
+
+        self.fps = None if fps is None else Fraction(fps).limit_denominator(1001)
+        self.audio = audio
+
+
 class DecodeStitch(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -237,6 +266,7 @@ class DecodeStitch(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="The Wan 2.1 VAE."),
                 io.Boolean.Input("tiled_decode", default=False, tooltip="Decode in tiles to save VRAM at large sizes."),
                 *output_inputs(),
+                io.Audio.Input("audio", optional=True, tooltip="Sound for the MP4 (e.g. Get Video Components' audio of the original dance), cut to the animation's length. Empty = the pose VIDEO's own audio track, if it has one."),
             ],
             outputs=VideoOutput.outputs(),
             hidden=[io.Hidden.unique_id],
@@ -244,11 +274,17 @@ class DecodeStitch(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, chunk: ChunkHandle, vae, tiled_decode, **kw) -> io.NodeOutput:
-        out = VideoOutput.from_widgets(kw)
+    def execute(cls, chunk: ChunkHandle, vae, tiled_decode, audio=None, **kw) -> io.NodeOutput:
+        pose = _PoseFacts(chunk.fps_hint, chunk.audio)
+        fps, fps_note = resolve_fps(kw.get("fps", 0.0), pose)
+        out = VideoOutput.from_widgets(kw, fps)
+        sound, sound_note = choose_audio(audio, pose)
         progress = ChunkProgress(chunk.index + 1, 1, cls.hidden.unique_id)
+        for note in (fps_note, sound_note):
+            if note:
+                progress.text(note)
         decode = DecodeOptions(tiled=tiled_decode)
-        with out.writer() as sink:
+        with out.writer(sound) as sink:
             for i in range(chunk.index + 1):
                 check_cancel()
                 frames = chunk_frames(vae, chunk, i, decode)

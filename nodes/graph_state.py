@@ -19,6 +19,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ class GraphMemory:
     session_dir: str
     width: int
     height: int
+    resize_mode: str = "crop"  # how Memory Init fitted the reference; the pose video is fitted alike
 
     @property
     def chunk_index(self) -> int:
@@ -56,8 +58,9 @@ class ChunkHandle:
     plan_total: int
     settings: dict
     chunks: list[dict] = field(default_factory=list)
-    fps_hint: float = 16.0
+    fps_hint: float | None = None  # the pose VIDEO's frame rate (None for an IMAGE pose input)
     pose_window: np.ndarray | None = None  # chunk 0 only, for the pose_diverse anchor policy
+    audio: Any = None  # the pose VIDEO's own sound (an AudioTrack), for Decode & Stitch
 
     @property
     def window(self) -> ChunkWindow:

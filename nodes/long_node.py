@@ -13,6 +13,7 @@ import logging
 
 from .api_version import io
 
+from everanimate_core.errors import ConfigError, DrivingVideoError
 from everanimate_core.pipeline import LoopHooks, run_animation, run_config
 from everanimate_core.plan import plan_for_driving
 from everanimate_core.runs import AnimationRun
@@ -20,13 +21,17 @@ from everanimate_core.runs import AnimationRun
 from .comfy_backend import ComfyWanBackend, DecodeOptions, require_even_resolution
 from .granular_nodes import everanimate_root
 from .graph_state import upstream_signature
-from .images import RESIZE_MODES, ImageFrames, prepare_reference
+from .images import RESIZE_MODES, prepare_reference
 from .output import VideoOutput, output_inputs
 from .progress import ChunkProgress
 from .settings import anchor_inputs, build_settings, chunk_inputs, sampling_inputs
+from .video_input import choose_audio, driving_video, fit_note, resolve_fps
 from .wan_patch import require_wan_animate, with_k_anchor_patch
 
 log = logging.getLogger("EverAnimate")
+
+RUN_FOLDER_CHOICES = ("remove_when_done", "keep")
+DRIVING_TYPES = [io.Video, io.Image]
 
 class LongAnimation(io.ComfyNode):
     @classmethod
@@ -47,7 +52,7 @@ class LongAnimation(io.ComfyNode):
                 io.Conditioning.Input("negative", tooltip="Negative text conditioning (unused at cfg 1)."),
                 io.Vae.Input("vae", tooltip="The Wan 2.1 VAE."),
                 io.Image.Input("reference_image", tooltip="The character to animate."),
-                io.Image.Input("pose_video", tooltip="The driving pose video (rendered skeletons)."),
+                io.MultiType.Input("pose_video", types=DRIVING_TYPES, tooltip="The driving pose video (rendered skeletons): a VIDEO from Load Video (read from the file chunk by chunk, never held whole in RAM; its fps and sound are used) or an IMAGE batch."),
                 io.Int.Input("width", default=832, min=16, max=4096, step=16, tooltip="Video width, a multiple of 16 (release 832)."),
                 io.Int.Input("height", default=480, min=16, max=4096, step=16, tooltip="Video height, a multiple of 16 (release 480)."),
                 io.Combo.Input("resize_mode", options=list(RESIZE_MODES), default="crop", tooltip="How the reference and pose frames are fitted to width x height."),
@@ -57,10 +62,12 @@ class LongAnimation(io.ComfyNode):
                 *sampling_inputs(),
                 io.Boolean.Input("tiled_decode", default=False, tooltip="Decode in tiles to save VRAM at large sizes."),
                 io.String.Input("run_name", default="", tooltip="Run folder under output/everanimate/runs. Empty = named after the settings, so the same prompt resumes its own run. A named folder made with other settings is refused."),
+                io.Combo.Input("run_folder", options=list(RUN_FOLDER_CHOICES), default="remove_when_done", tooltip="What happens to the run folder (chunk checkpoints and lossless frame segments, ~1 GB per minute at 480x832) once the MP4 is written: remove_when_done deletes it; keep leaves it for re-stitching or resuming with more frames. A cancelled or failed run always keeps it, so queueing again resumes."),
                 *output_inputs(),
-                io.Image.Input("face_video", optional=True, tooltip="Optional face crops (512x512), read with the same window mode over its own length."),
+                io.MultiType.Input("face_video", types=DRIVING_TYPES, optional=True, tooltip="Optional face crops (512x512), a VIDEO or an IMAGE batch, read with the same window mode over its own length."),
                 io.ClipVision.Input("clip_vision", optional=True, tooltip="CLIP vision model (clip_vision_h): the reference for chunk 0, the previous chunk's last frame after."),
                 io.Image.Input("anchor_images", optional=True, tooltip="Extra views of the character for the 'user' anchor policy."),
+                io.Audio.Input("audio", optional=True, tooltip="Sound for the MP4 (e.g. Get Video Components' audio of the original dance), cut to the animation's length. Empty = the pose VIDEO's own audio track, if it has one."),
             ],
             outputs=VideoOutput.outputs(),
             hidden=[io.Hidden.unique_id, io.Hidden.prompt],
@@ -70,21 +77,28 @@ class LongAnimation(io.ComfyNode):
     @classmethod
     def execute(
         cls, model, positive, negative, vae, reference_image, pose_video, width, height, resize_mode,
-        duration_seconds, tiled_decode, run_name, face_video=None, clip_vision=None, anchor_images=None, **kw,
+        duration_seconds, tiled_decode, run_name, run_folder="remove_when_done", face_video=None, clip_vision=None,
+        anchor_images=None, audio=None, **kw,
     ) -> io.NodeOutput:
         require_wan_animate(model, "EverAnimate Long Animation")
         require_even_resolution(width, height)
+        if run_folder not in RUN_FOLDER_CHOICES:
+            raise ConfigError(f"run_folder must be one of {RUN_FOLDER_CHOICES}; got {run_folder!r}.")
         settings = build_settings(kw)
-        out = VideoOutput.from_widgets(kw)
         ref, users = prepare_reference(reference_image, anchor_images, width, height, resize_mode)
-        pose = ImageFrames(pose_video, width, height, resize_mode)
-        face = None if face_video is None else ImageFrames(face_video)
+        driving = driving_video(pose_video, "pose video", width, height, resize_mode)
+        pose = driving.frames
+        face = None if face_video is None else driving_video(face_video, "face video").frames
+        fps, fps_note = resolve_fps(kw.get("fps", 0.0), driving)
+        out = VideoOutput.from_widgets(kw, fps)
+        sound, sound_note = choose_audio(audio, driving)
+        notes = [n for n in (fps_note, fit_note(driving, width, height, resize_mode), sound_note) if n]
         if face is not None and len(face) != len(pose):
             log.warning(
                 "EverAnimate: the face video has %d frames and the pose video %d; each is read over its "
                 "own length with the '%s' window mode (the release does the same).", len(face), len(pose), settings.window_mode,
             )
-        total = int(round(duration_seconds * out.fps)) if duration_seconds > 0 else None
+        total = int(round(duration_seconds * float(fps))) if duration_seconds > 0 else None
         plan = plan_for_driving(len(pose), settings.chunk, total, settings.window_mode)
         config = run_config(
             settings, ref, len(pose), plan.total_frames,
@@ -95,20 +109,40 @@ class LongAnimation(io.ComfyNode):
         run = AnimationRun(folder, config)
         done = run.finished() if (folder / "progress.json").exists() else 0
         progress = ChunkProgress(len(plan), settings.steps, cls.hidden.unique_id, first_chunk=done)
+        for note in notes:
+            progress.text(note)
         if done:
             progress.text(f"EverAnimate: resuming after chunk {done} of {len(plan)} from {folder}")
         backend = ComfyWanBackend(
             with_k_anchor_patch(model, settings.chunk.anchors), vae, positive, negative, clip_vision,
             float(kw.get("cfg", 1.0)), decode=DecodeOptions(tiled=tiled_decode),
         )
+        current = [done]
+
+        def between_chunks(c: int) -> None:
+            current[0] = c
+            progress.between_chunks(c)
+
         hooks = LoopHooks(
             on_step=progress.on_step,
-            between_chunks=progress.between_chunks,
+            between_chunks=between_chunks,
             on_chunk=lambda o, n: progress.chunk_done(o.chunk.index, o.kept_frames[-1]),
         )
-        with out.writer() as sink:
-            _, _, stats = run_animation(backend, ref, pose, settings, sink, plan.total_frames, face, users, run, hooks)
-        log.info("EverAnimate: %d frames in %d chunks written to %s", plan.total_frames, len(plan), out.path)
+        try:
+            with out.writer(sound) as sink:
+                _, _, stats = run_animation(backend, ref, pose, settings, sink, plan.total_frames, face, users, run, hooks)
+        except DrivingVideoError as e:
+            c = current[0]
+            kept = f"Chunks 1..{c} are kept in {folder} and their frames in {out.partial_path.name}" if c else "No chunk had finished yet"
+            raise DrivingVideoError(f"Chunk {c + 1} of {len(plan)} stopped: {e} {kept}.") from None
+        finally:
+            for src in (pose, face):
+                if hasattr(src, "close"):
+                    src.close()
+        log.info("EverAnimate: %d frames in %d chunks written to %s at %s fps", plan.total_frames, len(plan), out.path, float(fps))
+        if run_folder == "remove_when_done":
+            freed = run.remove()
+            log.info("EverAnimate: removed the run folder %s (%.1f MB); set run_folder to keep to keep it.", folder, freed / 1e6)
         log.info(
             "EverAnimate stats: %s",
             json.dumps({

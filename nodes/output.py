@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from .images import frames_to_image
 def output_inputs() -> list:
     return [
         io.String.Input("filename_prefix", default="everanimate/EverAnimate", tooltip="Where the MP4 goes, relative to ComfyUI's output folder."),
-        io.Float.Input("fps", default=16.0, min=1.0, max=120.0, step=1.0, tooltip="Frame rate of the output video (Wan-Animate: 16)."),
+        io.Float.Input("fps", default=0.0, min=0.0, max=120.0, step=1.0, tooltip="Frame rate of the output video. 0 = follow the pose VIDEO (16, Wan-Animate's rate, for an IMAGE pose input). A value that differs from the pose video's rate wins, but frames are still used one for one, so the motion plays faster or slower."),
         io.Boolean.Input("return_images", default=False, tooltip="Also return every frame as an IMAGE batch. Off by default: a minute at 480x832 is ~7 GB of float32; the VIDEO output is streamed from disk instead."),
     ]
 
@@ -30,7 +31,7 @@ class VideoOutput:
     """One output MP4 and what the node returns for it."""
 
     filename_prefix: str
-    fps: float
+    fps: float | Fraction
     return_images: bool
     path: Path | None = None
     subfolder: str = ""
@@ -45,8 +46,10 @@ class VideoOutput:
         ]
 
     @classmethod
-    def from_widgets(cls, kw: dict) -> "VideoOutput":
-        out = cls(str(kw.get("filename_prefix", "everanimate/EverAnimate")), float(kw.get("fps", 16.0)), bool(kw.get("return_images", False)))
+    def from_widgets(cls, kw: dict, fps: float | Fraction | None = None) -> "VideoOutput":
+        """The output named by the widgets, at ``fps`` (resolved by the node) or the fps widget."""
+        rate = fps if fps is not None else (float(kw.get("fps", 0.0)) or 16.0)
+        out = cls(str(kw.get("filename_prefix", "everanimate/EverAnimate")), rate, bool(kw.get("return_images", False)))
         out._choose_path()
         return out
 
@@ -58,9 +61,14 @@ class VideoOutput:
         self.path = Path(full_dir) / f"{name}_{counter:05}_.mp4"
         self.subfolder = subfolder
 
+    @property
+    def partial_path(self) -> Path:
+        return self.path.with_name(f"{self.path.stem}.partial{self.path.suffix}")
+
     @contextmanager
-    def writer(self):
-        """A frame sink streaming to the MP4; on failure the frames so far stay in .partial.mp4."""
+    def writer(self, audio=None):
+        """A frame sink streaming to the MP4 (with ``audio``, an AudioTrack, muxed as AAC and cut to
+        the video's length); on failure the frames so far stay in .partial.mp4."""
         outer = self
 
         class Sink:
@@ -70,7 +78,7 @@ class VideoOutput:
                 if outer.return_images:
                     outer.collected.append(np.array(frames))
 
-        with StreamingVideoWriter(self.path, self.fps) as w:
+        with StreamingVideoWriter(self.path, self.fps, audio=audio) as w:
             yield Sink()
 
     def node_output(self) -> io.NodeOutput:
