@@ -59,6 +59,9 @@ class ComfyServer:
             time.sleep(0.5)
         raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s")
 
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
     def rss_mb(self) -> float:
         """Resident memory of the ComfyUI process (Linux)."""
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -74,18 +77,45 @@ class ComfyServer:
             self.proc.kill()
 
 
-def start_server(comfy_root: Path, base: Path, tiny_weights: dict) -> ComfyServer:
-    """Start ComfyUI with this pack, the test pack and the tiny weights in a fresh base directory."""
+def start_server(
+    comfy_root: Path,
+    base: Path,
+    tiny_weights: dict,
+    *,
+    front_end_root: Path | None = None,
+    user_directory: Path | None = None,
+    database_url: str | None = None,
+    settings: dict | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> ComfyServer:
+    """Start ComfyUI with this pack, the test pack and the tiny weights in a fresh base directory.
+
+    ``front_end_root`` serves another frontend build (a comfyui-frontend-package ``static/`` folder);
+    ``user_directory`` and ``database_url`` (e.g. ``sqlite:///:memory:``) keep the user's settings
+    and the database private to the test; ``settings`` are written as the default user's
+    comfy.settings.json before the start (e.g. ``{"Comfy.TutorialCompleted": True}``)."""
     for sub in ("custom_nodes", "models/diffusion_models", "models/vae", "models/loras", "input", "output", "temp", "user"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     (base / "custom_nodes" / "ComfyUI-EverAnimate").symlink_to(REPO, target_is_directory=True)
     shutil.copytree(REPO / "tests" / "integration" / "testpack", base / "custom_nodes" / "everanimate_testpack")
     (base / "models" / "diffusion_models" / TINY_UNET).symlink_to(tiny_weights["unet"])
     (base / "models" / "vae" / TINY_VAE).symlink_to(tiny_weights["vae"])
+    args = ["--base-directory", str(base), "--disable-auto-launch"]
+    if front_end_root is not None:
+        args += ["--front-end-root", str(front_end_root)]
+    if user_directory is not None:
+        user_directory.mkdir(parents=True, exist_ok=True)
+        args += ["--user-directory", str(user_directory)]
+    if database_url is not None:
+        args += ["--database-url", database_url]
+    if settings:
+        user_dir = user_directory if user_directory is not None else base / "user"
+        (user_dir / "default").mkdir(parents=True, exist_ok=True)
+        (user_dir / "default" / "comfy.settings.json").write_text(json.dumps(settings, indent=2))
     port = _free_port()
     log = base / "server.log"
     proc = subprocess.Popen(
-        [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base), "--disable-auto-launch"],
+        [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), *args, *extra_args],
         cwd=comfy_root, stdout=open(log, "w"), stderr=subprocess.STDOUT,
     )
     srv = ComfyServer(comfy_root, base, port, proc, log)
