@@ -226,3 +226,12 @@ def test_generator_reproduces_the_shipped_files():
     for name, g in build.build(SCHEMAS).items():
         assert json.dumps(g.ui(), indent=1, ensure_ascii=False) + "\n" == (REPO / "example_workflows" / f"{name}.json").read_text(), f"{name}: run python workflows/build.py"
         assert json.dumps(g.api(), indent=1, ensure_ascii=False) + "\n" == (REPO / "workflows" / "api" / f"{name}.json").read_text()
+
+
+def test_every_pack_node_has_a_help_page():
+    """The frontend's node help reads /extensions/<pack>/docs/<NodeId>.md (WEB_DIRECTORY = web)."""
+    ids = sorted(n for n in SCHEMAS if n.startswith("EverAnimate"))
+    assert len(ids) == 6
+    for nid in ids:
+        page = (REPO / "web" / "docs" / f"{nid}.md").read_text()
+        assert page.startswith("# " + SCHEMAS[nid]["display_name"].split(" (")[0]), nid

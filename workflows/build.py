@@ -86,7 +86,12 @@ VIDEOS_NOTE = (
     "crops; the ComfyUI template feeds a second DWPose Estimator with only the face enabled). Delete this "
     "node to animate without it.\n\n"
     "Both are read straight from the files, one chunk's window at a time, so a long video never sits "
-    "whole in memory. The output is as long as the pose video and has its frame rate (fps 0)."
+    "whole in memory (an IMAGE batch is accepted too). A video of another shape than width x height is "
+    "fitted by `resize_mode` (crop fills and cuts the edges, pad keeps all of it). The output is as long "
+    "as the pose video and has its frame rate (fps 0).\n\n"
+    "**Sound**: the pose video's own audio track is muxed into the MP4 when it has one. A rendered pose "
+    "video usually has none: add Load Video (the original dance) -> Get Video Components and connect its "
+    "audio to the EverAnimate node's `audio` input."
 )
 
 SETTINGS_NOTE = (
@@ -103,8 +108,10 @@ SETTINGS_NOTE = (
     "queueing again continues the same run.\n"
     "- **window_mode**: how a pose video shorter than the requested duration is read.\n"
     "- **restoration**: off = the release (the restoration is in the LoRA); anchors = experimental.\n"
-    "- **duration_seconds 0**: as long as the pose video.\n"
-    "- **run_name**: every chunk is checkpointed; after Cancel or a crash, queue again to resume."
+    "- **duration_seconds 0, fps 0**: as long as the pose video, at its frame rate.\n"
+    "- **run_name**: every chunk is checkpointed; after Cancel or a crash, queue again to resume.\n"
+    "- **run_folder**: remove_when_done deletes the checkpoints once the MP4 is written; keep leaves them "
+    "for re-stitching."
 )
 
 RESUME_NOTE = (
