@@ -20,6 +20,7 @@ decode, with a :class:`DrivingVideoError` that says which frames are missing.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import io
 import os
 from fractions import Fraction
@@ -162,11 +163,13 @@ class VideoFileFrames:
             duration = container.duration
             rate = stream.average_rate or stream.guessed_rate
             pts, keys, packets = [], [], 0
+            digest = hashlib.sha256()
             try:
                 for packet in container.demux(stream):
                     if packet.size == 0:
                         continue  # the demuxer's end-of-stream marker
                     packets += 1
+                    digest.update(bytes(packet))
                     if packet.is_discard:
                         continue  # kept only to decode others (trimmed by an edit list): no frame
                     t = packet.pts if packet.pts is not None else packet.dts
@@ -210,11 +213,18 @@ class VideoFileFrames:
                 f"is cut short: its header announces {expected} frames but only {readable} can be read"
             )
         self.frames = n
+        self.content_digest = digest.hexdigest()[:16]
 
     # -- reading ---------------------------------------------------------------------------
 
     def __len__(self) -> int:
         return self.frames
+
+    @property
+    def identity(self) -> str:
+        """A digest of the video stream's packets: the same content gives the same identity,
+        whatever the file's name or modification time (run folders resume on it)."""
+        return self.content_digest
 
     @property
     def keyframes(self) -> list[int]:

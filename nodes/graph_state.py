@@ -144,7 +144,10 @@ def upstream_signature(prompt: dict | None, node_id: str | None) -> str:
     def visit(nid: str) -> None:
         if nid in seen or nid not in prompt:
             return
-        node = prompt[nid]
+        # ComfyUI writes each loader's IS_CHANGED result (a file's mtime, for Load Video) into the
+        # prompt as "is_changed": leave it out, so a video copied back in place still resumes. The
+        # content of the inputs enters the run configuration on its own (reference and video digests).
+        node = {k: v for k, v in prompt[nid].items() if k != "is_changed"}
         seen[nid] = node
         for v in node.get("inputs", {}).values():
             if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str):

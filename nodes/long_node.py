@@ -8,8 +8,11 @@ last finished chunk and produces the same video as an uninterrupted run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+
+import numpy as np
 
 from .api_version import io
 
@@ -88,7 +91,8 @@ class LongAnimation(io.ComfyNode):
         ref, users = prepare_reference(reference_image, anchor_images, width, height, resize_mode)
         driving = driving_video(pose_video, "pose video", width, height, resize_mode)
         pose = driving.frames
-        face = None if face_video is None else driving_video(face_video, "face video").frames
+        face_driving = None if face_video is None else driving_video(face_video, "face video")
+        face = None if face_driving is None else face_driving.frames
         fps, fps_note = resolve_fps(kw.get("fps", 0.0), driving)
         out = VideoOutput.from_widgets(kw, fps)
         sound, sound_note = choose_audio(audio, driving)
@@ -102,7 +106,12 @@ class LongAnimation(io.ComfyNode):
         plan = plan_for_driving(len(pose), settings.chunk, total, settings.window_mode)
         config = run_config(
             settings, ref, len(pose), plan.total_frames,
-            extra={"face_frames": 0 if face is None else len(face), "cfg": float(kw.get("cfg", 1.0)), "upstream": upstream_signature(cls.hidden.prompt, cls.hidden.unique_id), "users": len(users)},
+            extra={
+                "face_frames": 0 if face is None else len(face), "cfg": float(kw.get("cfg", 1.0)),
+                "upstream": upstream_signature(cls.hidden.prompt, cls.hidden.unique_id), "users": len(users),
+                "pose": driving.identity, "face": None if face_driving is None else face_driving.identity,
+                "users_sha256": hashlib.sha256(b"".join(np.ascontiguousarray(u).tobytes() for u in users)).hexdigest()[:16],
+            },
         )
         runs = everanimate_root() / "runs"
         folder = runs / run_name if run_name else runs / f"run_{AnimationRun(runs / '_', config).fingerprint[:16]}"

@@ -8,6 +8,7 @@ methods (duck typing) and imports no ComfyUI, so it unit-tests on a bare Python.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from fractions import Fraction
@@ -40,6 +41,22 @@ class DrivingVideo:
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    @property
+    def identity(self) -> str:
+        """What the run folder remembers of this input: the file's stream digest, or for frames in
+        memory their shape and a digest of eight frames spread over the clip (hashing gigabytes
+        of IMAGE would cost more than it protects)."""
+        own = getattr(self.frames, "identity", None)
+        if own:
+            return f"file:{own}"
+        images = self.frames.images
+        n = int(images.shape[0])
+        picks = sorted({round(i * (n - 1) / 7) for i in range(8)})
+        h = hashlib.sha256(repr(tuple(images.shape)).encode())
+        for i in picks:
+            h.update(images[i].detach().float().cpu().contiguous().numpy().tobytes())
+        return f"frames:{h.hexdigest()[:16]}"
 
 
 def _reads_from_a_file(video: Any) -> bool:

@@ -137,3 +137,28 @@ def test_sound_comes_from_the_audio_input_else_from_the_pose_video(dance):
     assert choose_audio(None, driving_video(torch.zeros(2, 8, 8, 3), "pose video")) == (None, None)
     with pytest.raises(ConfigError, match="must be a ComfyUI AUDIO"):
         choose_audio(torch.zeros(3), video)
+
+
+def test_run_folders_recognise_a_video_by_content_not_by_file_date(dance, tmp_path):
+    from nodes.graph_state import upstream_signature
+
+    copy = tmp_path / "copy.mp4"
+    copy.write_bytes(dance.read_bytes())
+    a = driving_video(VideoFromFile(str(dance)), "pose video")
+    b = driving_video(VideoFromFile(str(copy)), "pose video")
+    assert a.identity == b.identity and a.identity.startswith("file:")
+    other = tmp_path / "other.mp4"
+    with StreamingVideoWriter(other, 30, options={"preset": "ultrafast"}) as w:
+        w.write(np.zeros((20, 48, 64, 3), np.uint8))
+    assert driving_video(VideoFromFile(str(other)), "pose video").identity != a.identity
+    images = torch.rand(30, 8, 8, 3)
+    same = driving_video(images.clone(), "pose video").identity
+    assert same == driving_video(images, "pose video").identity and same.startswith("frames:")
+    images[29] = 0.0
+    assert driving_video(images, "pose video").identity != same, "the last frame is among the sampled ones"
+    # ComfyUI writes Load Video's mtime into the prompt as is_changed: a restored file must still resume.
+    prompt = {"9": {"class_type": "LoadVideo", "inputs": {"file": "pose.mp4"}, "is_changed": [1.0]},
+              "11": {"class_type": "EverAnimateLongAnimation", "inputs": {"pose_video": ["9", 0]}}}
+    touched = {**prompt, "9": {**prompt["9"], "is_changed": [2.0]}}
+    renamed = {**prompt, "9": {**prompt["9"], "inputs": {"file": "other.mp4"}}}
+    assert upstream_signature(prompt, "11") == upstream_signature(touched, "11") != upstream_signature(renamed, "11")
