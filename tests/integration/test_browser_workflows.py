@@ -47,7 +47,8 @@ WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))  # the UI workfl
 EXPECTED_FRONTENDS = ["1.58.1"]  # besides the one ComfyUI ships
 POSE_FRAMES = 23
 THREE_CHUNK_TOTAL = 19  # 3 chunks of 9 frames with overlap 4: 9 + 5 + 5
-SMALL = {"width": 64, "height": 64, "frames_per_chunk": 9, "overlap": 4, "steps": 2}
+# run_folder "keep": the resume test compares the chunk segments of both run folders
+SMALL = {"width": 64, "height": 64, "frames_per_chunk": 9, "overlap": 4, "steps": 2, "run_folder": "keep"}
 REQUIRE_BYTE_IDENTICAL_RESUME = False  # the lead decides; see mp4_files_byte_identical
 
 # The shipped file names, served by the tiny test weights.
