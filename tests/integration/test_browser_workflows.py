@@ -76,7 +76,7 @@ def _version_of_static(static: Path) -> str | None:
 def _frontend_roots() -> dict[str, Path]:
     roots = {}
     for entry in filter(None, os.environ.get("EVERANIMATE_FRONTEND_ROOTS", "").split(os.pathsep)):
-        version, _, folder = entry.rpartition("=") if "=" in entry else ("", "", entry)
+        version, _, folder = entry.partition("=") if "=" in entry else ("", "", entry)
         path = Path(folder)
         roots[version or _version_of_static(path) or path.name] = path
     return roots
@@ -318,7 +318,7 @@ def overlaps(nodes: list[dict]) -> list[str]:
         for b, bx0, by0, bx1, by1 in boxes[i + 1:]:
             dx, dy = min(ax1, bx1) - max(ax0, bx0), min(ay1, by1) - max(ay0, by0)
             if dx > 0 and dy > 0:
-                out.append(f"node {a['id']} {a['type']} and node {b['id']} {b['type']} overlap by {dx:.0f} x {dy:.0f}")
+                out.append(f"node {a['id']} {a['type']} and node {b['id']} {b['type']} overlap by {dx:.0f} x {dy:.0f} (as drawn, previews of the inputs loaded)")
     return out
 
 
