@@ -23,6 +23,7 @@ import bisect
 import hashlib
 import io
 import os
+from collections import OrderedDict
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
@@ -38,6 +39,10 @@ VideoSource = "str | os.PathLike[str] | io.BytesIO | bytes"
 
 # Frames decoded before a resize batch is flushed: bounds the full-size frames held at once.
 _RESIZE_BATCH = 8
+# Most recent fitted frames kept for the next window: consecutive chunks share their overlap (4 frames
+# in the release, up to 3 more for a pulled-back last chunk), which would otherwise cost a seek back
+# and, in a long-GOP file, decoding from the keyframe again.
+_RECENT = 16
 _REENCODE_HINT = (
     "Re-export the video (for example `ffmpeg -i input.mp4 -c:v libx264 -pix_fmt yuv420p fixed.mp4`) "
     "and load that file."
@@ -107,6 +112,7 @@ class VideoFileFrames:
         self._container: Any = None
         self._decoder: Any = None
         self._next_index: int | None = None  # index of the next frame the open decoder yields
+        self._recent: OrderedDict[int, np.ndarray] = OrderedDict()
         self.seeks = 0  # diagnostics: seeks and frames decoded so far (tests check windows stay local)
         self.decoded_frames = 0
         self._index_file()
@@ -322,7 +328,15 @@ class VideoFileFrames:
         wanted = np.unique(order)
         if wanted.size:
             self._check_unchanged(wanted)
-        got = self._decode_sorted(wanted)
+        got = {int(i): self._recent[int(i)] for i in wanted if int(i) in self._recent}
+        todo = np.array([i for i in wanted if int(i) not in got], dtype=np.int64)
+        if todo.size:
+            decoded = self._decode_sorted(todo)
+            got.update(decoded)
+            for i in todo[-_RECENT:]:
+                self._recent[int(i)] = decoded[int(i)].copy()  # not a view pinning its whole batch
+            while len(self._recent) > _RECENT:
+                self._recent.popitem(last=False)
         if not order.size:
             h = self.height if self.height is not None else self.source_height
             w = self.width if self.width is not None else self.source_width
@@ -332,6 +346,7 @@ class VideoFileFrames:
     def close(self) -> None:
         """Close the open file (reopened on the next read)."""
         self._decoder, self._next_index = None, None
+        self._recent.clear()
         if self._container is not None:
             try:
                 self._container.close()

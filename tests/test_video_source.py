@@ -101,6 +101,23 @@ def test_a_late_window_seeks_instead_of_decoding_from_the_start(clips):
     assert src.seeks == 2 and src.decoded_frames - before <= 10 + 2
 
 
+def test_consecutive_chunk_windows_decode_a_long_gop_file_once(tmp_path):
+    """One keyframe for the whole clip: each chunk's window starts inside the previous one (the
+    overlap), which must not send the decoder back to frame 0 every chunk."""
+    path = tmp_path / "one_gop.mp4"
+    frames = moving_frames(120)
+    with StreamingVideoWriter(path, 16, options={"preset": "ultrafast", "x264-params": "keyint=300:min-keyint=300:scenecut=0"}) as w:
+        w.write(frames)
+    src = VideoFileFrames(path)
+    assert src.keyframes == [0]
+    full = read_video(path)
+    plan = plan_for_driving(120, ChunkSettings(13, 4, 4), None, "pingpong")
+    for chunk in plan:
+        idx = chunk_driving_indices(chunk, 120, "pingpong")
+        assert np.array_equal(src[idx], full[idx])
+    assert src.seeks == 1 and src.decoded_frames <= 120 + 4, (src.seeks, src.decoded_frames)
+
+
 def test_a_window_holds_only_its_own_frames_in_memory(tmp_path):
     path = tmp_path / "long.mp4"
     with StreamingVideoWriter(path, 16, options=X264) as w:
