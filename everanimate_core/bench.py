@@ -4,6 +4,7 @@
     python -m everanimate_core bench vae    [--sequences 8]
     python -m everanimate_core bench chunk0 [--sequences 8]
     python -m everanimate_core bench drift  [--sequences 20] [--seconds 90] (see everanimate_core.drift)
+    python -m everanimate_core bench run-folder [--seconds 60]
 """
 
 from __future__ import annotations
@@ -118,6 +119,51 @@ def bench_chunk0(sequences: int = 8, steps: int = 20) -> dict:
     }
 
 
+def bench_run_folder(seconds: float = 60.0, fps: int = 16, height: int = 480, width: int = 832, index: int = 1) -> dict:
+    """Disk use of a run folder per minute of video at the release's chunking (77 frames, overlap 4,
+    K = 4): each chunk's kept frames as the real FFV1 segment and its latent-memory checkpoint with
+    Wan-sized latents (16 channels at 1/8 resolution). Frames are SynthDance renders at full size."""
+    from .memory import init_memory, propagate
+    from .pipeline import AnimationSettings, run_config
+    from .runs import AnimationRun
+
+    settings = AnimationSettings()
+    total = int(round(seconds * fps))
+    plan = plan_chunks(total, settings.chunk)
+    seq = make_sequence(index, "test", height, width, fps)
+    c, h, w = 16, height // 8, width // 8
+    g = torch.Generator().manual_seed(0)
+
+    def encode(frame):
+        return torch.randn(c, 1, h, w, generator=g)
+
+    with tempfile.TemporaryDirectory() as d:
+        run = AnimationRun(Path(d) / "run", run_config(settings, seq.reference(), total))
+        memory = init_memory(encode(None), settings.chunk.anchors, settings.anchor_policy, settings.anchor_seed)
+        t = time.perf_counter()
+        for chunk in plan:
+            kept = seq.frames(chunk.keep_start, chunk.keep_start + chunk.keep)  # chunk 0 keeps all its frames
+            latents = torch.randn(c, chunk.latents, h, w, generator=g)
+            memory = propagate(memory, latents, kept, encode, settings.chunk.motion_latents)
+            run.save_chunk(chunk.index, memory, kept)
+        wall = time.perf_counter() - t
+        files = list(run.path.iterdir())
+        segments = sum(p.stat().st_size for p in files if p.name.startswith("frames_"))
+        checkpoints = sum(p.stat().st_size for p in files if p.name.startswith("chunk_"))
+        other = sum(p.stat().st_size for p in files) - segments - checkpoints
+    per_minute = 60.0 / (total / fps) / 1e6
+    raw = total * height * width * 3
+    return {
+        "seconds": total / fps, "frames": total, "chunks": len(plan), "size": f"{width}x{height}",
+        "segments_mb": round(segments / 1e6, 1), "checkpoints_mb": round(checkpoints / 1e6, 1), "other_mb": round(other / 1e6, 3),
+        "segments_mb_per_minute": round(segments * per_minute, 1),
+        "checkpoints_mb_per_minute": round(checkpoints * per_minute, 1),
+        "total_mb_per_minute": round((segments + checkpoints + other) * per_minute, 1),
+        "ffv1_vs_raw_rgb": round(segments / raw, 3),
+        "render_and_write_s": round(wall, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "drift":
         from .drift import main as drift_main
@@ -125,10 +171,11 @@ def main(argv: list[str] | None = None) -> None:
         drift_main(argv[1:])
         return
     p = argparse.ArgumentParser(prog="everanimate_core bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("which", choices=["loop", "vae", "chunk0", "all", "drift"])
+    p.add_argument("which", choices=["loop", "vae", "chunk0", "all", "drift", "run-folder"])
     p.add_argument("--chunks", type=int, default=51)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--sequences", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=60.0, help="run-folder: seconds of 480x832 video at 16 fps")
     a = p.parse_args(argv)
     torch.manual_seed(0)
     results = {}
@@ -139,5 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         results["chunk0"] = bench_chunk0(a.sequences, a.steps)
     if a.which in ("loop", "all"):
         results["loop"] = bench_loop(a.chunks, a.steps)
+    if a.which == "run-folder":
+        results["run_folder"] = bench_run_folder(a.seconds)
     results["bench_wall_s"] = round(time.perf_counter() - t, 1)
     print(json.dumps(results, indent=1))

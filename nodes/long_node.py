@@ -65,7 +65,7 @@ class LongAnimation(io.ComfyNode):
                 *sampling_inputs(),
                 io.Boolean.Input("tiled_decode", default=False, tooltip="Decode in tiles to save VRAM at large sizes."),
                 io.String.Input("run_name", default="", tooltip="Run folder under output/everanimate/runs. Empty = named after the settings, so the same prompt resumes its own run. A named folder made with other settings is refused."),
-                io.Combo.Input("run_folder", options=list(RUN_FOLDER_CHOICES), default="remove_when_done", tooltip="What happens to the run folder (chunk checkpoints and lossless frame segments, ~1 GB per minute at 480x832) once the MP4 is written: remove_when_done deletes it; keep leaves it for re-stitching or resuming with more frames. A cancelled or failed run always keeps it, so queueing again resumes."),
+                io.Combo.Input("run_folder", options=list(RUN_FOLDER_CHOICES), default="remove_when_done", tooltip="What happens to the run folder (chunk checkpoints and lossless frame segments: 0.3 GB per minute of 480x832 synthetic test video, more for detailed footage) once the MP4 is written: remove_when_done deletes it; keep leaves it for re-stitching or resuming with more frames. A cancelled or failed run always keeps it, so queueing again resumes."),
                 *output_inputs(),
                 io.MultiType.Input("face_video", types=DRIVING_TYPES, optional=True, tooltip="Optional face crops (512x512), a VIDEO or an IMAGE batch, read with the same window mode over its own length."),
                 io.ClipVision.Input("clip_vision", optional=True, tooltip="CLIP vision model (clip_vision_h): the reference for chunk 0, the previous chunk's last frame after."),
