@@ -74,3 +74,13 @@ def test_a_finished_run_folder_can_be_removed_without_touching_other_files(tmp_p
     (run2.path / "notes.txt").write_text("mine")
     run2.remove()
     assert sorted(p.name for p in run2.path.iterdir()) == ["notes.txt"]
+
+
+def test_a_kept_run_folder_re_stitches_without_generating(tmp_path):
+    path, pose = _pose_file(tmp_path, 22)
+    cfg = run_config(SETTINGS, pose[0], len(pose))
+    first = ListSink()
+    run_animation(_random_backend(), pose[0], VideoFileFrames(path), SETTINGS, first, run_folder=AnimationRun(tmp_path / "run", cfg))
+    again = ListSink()
+    _, _, stats = run_animation(_random_backend(), pose[0], VideoFileFrames(path), SETTINGS, again, run_folder=AnimationRun(tmp_path / "run", cfg))
+    assert stats.chunks == 0 and np.array_equal(again.frames, first.frames)
