@@ -150,15 +150,17 @@ def common(g: Graph, face: bool, x: int = 0):
     neg = g.add("CLIPTextEncode", "Negative prompt", clip=(clip, 0), text=NEGATIVE, size=(400, 180))
     y = stack(g, [pos, neg], x + COLUMN, 0)
     g.group("Step 2 - Prompt", [pos, neg])
-    ref = g.add("LoadImage", "Reference image", image="reference.png")
+    # Load Image / Load Video grow to their preview's shape once a file is shown: room for a
+    # portrait (9:16) preview at the node's width, so a tall pose video covers nothing.
+    ref = g.add("LoadImage", "Reference image", image="reference.png", size=(400, 800))
     stack(g, [ref], x + COLUMN, y + 40)
     g.group("Step 3 - Reference image (the character)", [ref])
 
-    pose = g.add("LoadVideo", "Pose video", file="pose.mp4")
+    pose = g.add("LoadVideo", "Pose video", file="pose.mp4", size=(400, 800))
     videos = [pose]
     face_video = None
     if face:
-        face_video = g.add("LoadVideo", "Face video (512x512, optional)", file="face.mp4")
+        face_video = g.add("LoadVideo", "Face video (512x512, optional)", file="face.mp4", size=(400, 520))
         videos.append(face_video)
     stack(g, videos, x + 2 * COLUMN, 0)
     g.group("Step 4 - Driving videos", videos)

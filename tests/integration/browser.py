@@ -231,8 +231,28 @@ class ComfyPage:
         time.sleep(0.5)
 
     def screenshot_canvas(self, path: Path) -> None:
+        """The graph as the user sees it after Fit View, cropped to its nodes and groups (no menus,
+        no minimap): what the template thumbnails are made from."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.page.locator("#graph-canvas").screenshot(path=str(path))
+        box = self.js(
+            """() => {
+              const app = window.app, ds = app.canvas.ds, th = window.LiteGraph.NODE_TITLE_HEIGHT;
+              const b = [Infinity, Infinity, -Infinity, -Infinity];
+              const grow = (x, y, w, h) => { b[0] = Math.min(b[0], x); b[1] = Math.min(b[1], y); b[2] = Math.max(b[2], x + w); b[3] = Math.max(b[3], y + h); };
+              for (const n of app.graph._nodes) grow(n.pos[0], n.pos[1] - th, n.size[0], n.size[1] + th);
+              for (const g of app.graph._groups || []) grow(...g._bounding ? Array.from(g._bounding) : g.bounding);
+              const r = app.canvas.canvas.getBoundingClientRect();
+              const x0 = Math.max(r.left, r.left + (b[0] + ds.offset[0]) * ds.scale - 8);
+              const y0 = Math.max(r.top, r.top + (b[1] + ds.offset[1]) * ds.scale - 8);
+              const x1 = Math.min(r.right, r.left + (b[2] + ds.offset[0]) * ds.scale + 8);
+              const y1 = Math.min(r.bottom, r.top + (b[3] + ds.offset[1]) * ds.scale + 8);
+              return {x: x0, y: y0, width: x1 - x0, height: y1 - y0};
+            }"""
+        )
+        if box["width"] > 50 and box["height"] > 50:
+            self.page.screenshot(path=str(path), clip=box)
+        else:
+            self.page.locator("#graph-canvas").screenshot(path=str(path))
 
     # -- running -------------------------------------------------------------------------------
     def queue(self) -> None:

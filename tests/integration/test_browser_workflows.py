@@ -49,7 +49,7 @@ POSE_FRAMES = 23
 THREE_CHUNK_TOTAL = 19  # 3 chunks of 9 frames with overlap 4: 9 + 5 + 5
 # run_folder "keep": the resume test compares the chunk segments of both run folders
 SMALL = {"width": 64, "height": 64, "frames_per_chunk": 9, "overlap": 4, "steps": 2, "run_folder": "keep"}
-REQUIRE_BYTE_IDENTICAL_RESUME = False  # the lead decides; see mp4_files_byte_identical
+REQUIRE_BYTE_IDENTICAL_RESUME = True  # the writer turns off x264's mbtree (see everanimate_core/video.py)
 
 # The shipped file names, served by the tiny test weights.
 SHIPPED_UNET = ("diffusion_models", "Wan2_2-Animate-14B_fp8_e4m3fn_scaled_KJ.safetensors")
@@ -168,7 +168,7 @@ def ui_server(frontend, comfy_root, tiny_weights, tmp_path_factory):
     _write_inputs(base / "input")
     srv = start_server(
         comfy_root, base, tiny_weights, front_end_root=root, user_directory=tmp / "user",
-        database_url="sqlite:///:memory:", settings={"Comfy.TutorialCompleted": True},
+        database_url="sqlite:///:memory:", settings={"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False},
     )
     srv.frontend_version = version
     yield srv
@@ -659,3 +659,28 @@ def test_missing_lora_is_named_by_the_frontend(chromium, ui_server):
     assert SHIPPED_LORA[1] in listed, f"the Missing Models list does not name {SHIPPED_LORA[1]}: {listed!r}"
     present = [SHIPPED_UNET[1], SHIPPED_VAE[1]] + [name for _, name in PLACEHOLDERS]
     assert not [n for n in present if n in listed], f"files that are present are listed as missing: {listed!r}"
+
+
+def test_a_newly_placed_everanimate_node_starts_with_a_fixed_seed(chromium, ui_server):
+    """The pack's frontend extension (web/everanimate.js): the frontend would default a new seed's
+    control to randomize, and re-queueing after a Cancel would then start a new run instead of
+    resuming. A core node with a seed keeps the frontend's own default."""
+    pg = ComfyPage(chromium, ui_server.url)
+    try:
+        pg.open()
+        controls = pg.js(
+            """() => {
+              const out = {};
+              for (const type of ['EverAnimateLongAnimation', 'EverAnimateChunkSampler', 'KSampler']) {
+                const node = window.LiteGraph.createNode(type);
+                window.app.graph.add(node);
+                const w = (node.widgets || []).find((x) => x.name === 'control_after_generate');
+                out[type] = w ? w.value : null;
+              }
+              return out;
+            }"""
+        )
+    finally:
+        pg.close()
+    assert controls["EverAnimateLongAnimation"] == "fixed" and controls["EverAnimateChunkSampler"] == "fixed", controls
+    assert controls["KSampler"] == "randomize", f"other packs' nodes are left alone: {controls}"
