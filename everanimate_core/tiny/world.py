@@ -503,7 +503,7 @@ class WorldSequence:
     def render_world(self, start: int, stop: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Frames uint8 [T, H, W, 3] and masks bool [T, H, W]:
 
-        * ``figure``: the dancer covers at least half of the pixel;
+        * ``figure``: the dancer covers at least half of the pixel (``figure_any``: any part of it);
         * ``prop``: the ball covers at least half of the pixel (after the dancer);
         * ``scene``: no dancer or ball coverage at all: exactly :meth:`empty_frames`;
         * ``panel``: scene pixels fully inside the panel's inner area (the switching colour);
@@ -521,7 +521,8 @@ class WorldSequence:
         T = stop - start
         frames = np.empty((T, H, W, 3), np.uint8)
         empty = np.empty((T, H, W, 3), np.uint8) if want_empty else None
-        masks = {k: np.zeros((T, H, W), bool) for k in ("figure", "prop", "scene", "panel", "plate", "revealed", "revisited")}
+        names = ("figure", "figure_any", "prop", "scene", "panel", "plate", "revealed", "revisited")
+        masks = {k: np.zeros((T, H, W), bool) for k in names}
         if T == 0:
             return frames, masks, empty
         c0 = float(self.camera(0, 1)[0])
@@ -556,6 +557,7 @@ class WorldSequence:
             if empty is not None:
                 empty[sl] = scene_u8
             masks["figure"][sl] = (1.0 - tr) >= 0.5
+            masks["figure_any"][sl] = tr < 1.0
             masks["prop"][sl] = pa * tr >= 0.5
             masks["scene"][sl] = clean
             masks["panel"][sl] = clean & (inner >= 1.0)
@@ -778,9 +780,10 @@ PREDICTORS = {
     "time_average": "the time-average frame of the ground truth (an oracle constant image)",
     "first_view": "the empty first view (frame 0's camera and panel colour, no dancer)",
     "dancer_first_view": "the true dancer over the first view (perfect dancer, no scene memory)",
+    "dancer_average_scene": "the true dancer over the time-average empty scene (perfect dancer, best constant scene)",
     "true_state_empty": "WITH STATE, for scale: the empty scene at the true camera and panel colour",
 }
-MEMORYLESS = ("reference", "time_average", "first_view", "dancer_first_view")
+MEMORYLESS = ("reference", "time_average", "first_view", "dancer_first_view", "dancer_average_scene")
 METRICS = ("psnr", "plate_psnr", "revealed_psnr", "revisited_psnr", "panel_error")
 
 
@@ -805,12 +808,14 @@ def sequence_bounds(seq: WorldSequence, frames: int) -> dict:
     gt, m, empty = seq._render(0, frames, True)
     T = gt.shape[0]
     fv = seq.first_view()
-    touched = ~m["scene"]
+    touched = m["figure_any"][..., None]  # every pixel the dancer touches (the ball is scene state)
+    avg_scene = np.rint(empty.mean(axis=0, dtype=np.float64)).astype(np.uint8)
     preds = {
         "reference": np.broadcast_to(seq.reference(), gt.shape),
         "time_average": np.broadcast_to(np.rint(gt.mean(axis=0, dtype=np.float64)).astype(np.uint8), gt.shape),
         "first_view": np.broadcast_to(fv, gt.shape),
-        "dancer_first_view": np.where(touched[..., None] & ~m["prop"][..., None], gt, fv[None]),
+        "dancer_first_view": np.where(touched, gt, fv[None]),
+        "dancer_average_scene": np.where(touched, gt, avg_scene[None]),
         "true_state_empty": empty,
     }
     cam = seq.camera(0, frames)
