@@ -60,7 +60,8 @@ def test_deterministic_and_distinct():
     b = w.make_world_sequence(3, "test", 48, 64)
     fa, ma = a.render_world(100, 110)
     fb, mb = b.render_world(100, 110)
-    assert _hash(fa, *ma.values(), a.pose(100, 110), a.reference()) == _hash(fb, *mb.values(), b.pose(100, 110), b.reference())
+    ha = _hash(fa, *ma.values(), a.pose(100, 110), a.reference())
+    assert ha == _hash(fb, *mb.values(), b.pose(100, 110), b.reference())
     c = w.make_world_sequence(4, "test", 48, 64)
     d = w.make_world_sequence(3, "train", 48, 64)
     assert not np.array_equal(c.frames(100, 110), fa)
@@ -181,7 +182,8 @@ def test_pose_moves_with_the_camera(seq: w.WorldSequence):
     other = dataclasses.replace(seq, lag=seq.lag * 3.0)
     dcam = other.camera(0, 200) - seq.camera(0, 200)
     assert np.abs(dcam).max() * 64 > 3
-    np.testing.assert_allclose(other.joints(0, 200)[..., 0] - j[..., 0], np.broadcast_to(-dcam[:, None], j.shape[:2]), atol=1e-5)
+    shift = np.broadcast_to(-dcam[:, None], j.shape[:2])
+    np.testing.assert_allclose(other.joints(0, 200)[..., 0] - j[..., 0], shift, atol=1e-5)
     np.testing.assert_allclose(other.joints(0, 200)[..., 1], j[..., 1], atol=1e-6)
     # the rendered skeleton follows: its centroid moves with the screen position of the dancer
     pose = seq.pose(0, 200)
