@@ -5,6 +5,7 @@
     python -m everanimate_core bench chunk0 [--sequences 8]
     python -m everanimate_core bench drift  [--sequences 20] [--seconds 90] (see everanimate_core.drift)
     python -m everanimate_core bench run-folder [--seconds 60]
+    python -m everanimate_core bench world  [--sequences 20] [--seconds 90] (see everanimate_core.tiny.world)
 """
 
 from __future__ import annotations
@@ -170,8 +171,13 @@ def main(argv: list[str] | None = None) -> None:
 
         drift_main(argv[1:])
         return
+    if argv and argv[0] == "world":
+        from .tiny.world import main as world_main
+
+        world_main(argv[1:])
+        return
     p = argparse.ArgumentParser(prog="everanimate_core bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("which", choices=["loop", "vae", "chunk0", "all", "drift", "run-folder"])
+    p.add_argument("which", choices=["loop", "vae", "chunk0", "all", "drift", "run-folder", "world"])
     p.add_argument("--chunks", type=int, default=51)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--sequences", type=int, default=8)

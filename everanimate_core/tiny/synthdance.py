@@ -921,8 +921,14 @@ def render_pose(motion: Motion, start: int, stop: int, height: int = 64, width: 
     """
     _check_size(height, width)
     _check_range(start, stop)
+    return _render_pose_geometry(motion._geometry(start, stop, height, width), height, width)
+
+
+def _render_pose_geometry(g: _Geometry, height: int, width: int) -> np.ndarray:
+    """The skeleton video of a projected figure (see :func:`render_pose`); also used by the
+    stateful world (:mod:`everanimate_core.tiny.world`), whose figure is placed in camera
+    coordinates."""
     f32 = np.float32
-    g = motion._geometry(start, stop, height, width)
     T = g.cos_f.shape[0]
     out = np.zeros((T, height, width, 3), np.uint8)
     lw = max(0.6, 0.0105 * min(height, width))  # line half-width, pixels
