@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import defaults
 from .metrics import psnr, ssim
 from .pipeline import AnimationSettings, LoopHooks, generate_chunk, run_animation, start_memory
-from .plan import ChunkSettings, frames_for_chunks, plan_chunks
+from .plan import frames_for_chunks, plan_chunks
 from .tiny.backend import load_tiny
 from .tiny.synthdance import make_sequence
 from .tiny.vae import frames_to_tensor, tensor_to_frames
@@ -39,11 +40,11 @@ def rss_mb() -> float:
     return 0.0
 
 
-def bench_loop(chunks: int = 51, steps: int = 20, index: int = 1) -> dict:
+def bench_loop(chunks: int = 51, steps: int = defaults.STEPS, index: int = 1) -> dict:
     """A long tiny run streamed to MP4: share of time outside model/VAE, RSS at chunks 5 and 50."""
     be = load_tiny()
     mc = be.config
-    settings = AnimationSettings(chunk=ChunkSettings(mc.frames, mc.overlap, mc.anchors), steps=steps)
+    settings = AnimationSettings(chunk=mc.chunk_settings, steps=steps)
     total = frames_for_chunks(chunks, settings.chunk)
     seq = make_sequence(index, "test", mc.height, mc.width, mc.fps)
     rss: dict[int, float] = {}
@@ -96,11 +97,11 @@ def bench_vae(sequences: int = 8, frames: int = 33) -> dict:
 
 
 @torch.no_grad()
-def bench_chunk0(sequences: int = 8, steps: int = 20) -> dict:
+def bench_chunk0(sequences: int = 8, steps: int = defaults.STEPS) -> dict:
     """Chunk-0 quality of the tiny model on held-out dancers: PSNR/SSIM vs ground truth."""
     be = load_tiny()
     mc = be.config
-    settings = AnimationSettings(chunk=ChunkSettings(mc.frames, mc.overlap, mc.anchors), steps=steps)
+    settings = AnimationSettings(chunk=mc.chunk_settings, steps=steps)
     chunk = plan_chunks(mc.frames, settings.chunk)[0]
     ps, ss, vae_ps = [], [], []
     for i in range(sequences):
@@ -120,7 +121,7 @@ def bench_chunk0(sequences: int = 8, steps: int = 20) -> dict:
     }
 
 
-def bench_run_folder(seconds: float = 60.0, fps: int = 16, height: int = 480, width: int = 832, index: int = 1) -> dict:
+def bench_run_folder(seconds: float = 60.0, fps: int = 16, height: int = defaults.HEIGHT, width: int = defaults.WIDTH, index: int = 1) -> dict:
     """Disk use of a run folder per minute of video at the release's chunking (77 frames, overlap 4,
     K = 4): each chunk's kept frames as the real FFV1 segment and its latent-memory checkpoint with
     Wan-sized latents (16 channels at 1/8 resolution). Frames are SynthDance renders at full size."""
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="everanimate_core bench", description=__doc__.split("\n\n")[0])
     p.add_argument("which", choices=["loop", "vae", "chunk0", "all", "drift", "run-folder", "world"])
     p.add_argument("--chunks", type=int, default=51)
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--steps", type=int, default=defaults.STEPS)
     p.add_argument("--sequences", type=int, default=8)
     p.add_argument("--seconds", type=float, default=60.0, help="run-folder: seconds of 480x832 video at 16 fps")
     a = p.parse_args(argv)

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import defaults
 from .metrics import SeamMeter, psnr, ssim
 from .pipeline import AnimationSettings, LoopHooks, run_animation, run_config
-from .plan import ChunkSettings, plan_for_driving
+from .plan import plan_for_driving
 from .runs import AnimationRun
 from .tiny.backend import load_tiny
 from .tiny.synthdance import make_sequence
@@ -60,7 +61,7 @@ def run_demo(
     seconds: float = 60.0,
     out_dir: str | Path = "outputs/demo",
     index: int = 0,
-    steps: int = 20,
+    steps: int = defaults.STEPS,
     resume: bool = False,
     quiet: bool = False,
     weights_dir: str | Path | None = None,
@@ -72,7 +73,7 @@ def run_demo(
     seq = make_sequence(index, "test", mc.height, mc.width, mc.fps)
     reference = seq.reference()
     pose = seq.pose(0, total)  # the driving video, loaded up front as a Load Video node would
-    settings = AnimationSettings(chunk=ChunkSettings(mc.frames, mc.overlap, mc.anchors), steps=steps)
+    settings = AnimationSettings(chunk=mc.chunk_settings, steps=steps)
     plan = plan_for_driving(total, settings.chunk)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=60.0, help="length of the animation (default 60)")
     p.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
     p.add_argument("--index", type=int, default=0, help="held-out SynthDance sequence (default 0)")
-    p.add_argument("--steps", type=int, default=20, help="sampling steps per chunk (release: 20)")
+    p.add_argument("--steps", type=int, default=defaults.STEPS, help="sampling steps per chunk (release: 20)")
     p.add_argument("--resume", action="store_true", help="checkpoint every chunk in OUT/run and resume from it")
     a = p.parse_args(argv)
     run_demo(a.seconds, a.out, a.index, a.steps, a.resume)

@@ -39,11 +39,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import defaults
 from .errors import ConfigError
 from .flow import AlphaSchedule
 from .metrics import SeamMeter, background_psnr, masked_color_error, psnr_per_frame, ssim_per_frame
 from .pipeline import AnimationSettings, advance_memory, generate_chunk, kept_frames, start_memory
-from .plan import ChunkSettings, plan_for_driving
+from .plan import plan_for_driving
 from .sampler import AnchorRestoration
 
 LORA_DIR = Path(__file__).resolve().parent / "tiny" / "weights" / "lora"
@@ -108,9 +109,9 @@ def run_sequence(variant: Variant, index: int, seconds: int, steps: int, lora_di
     seq = make_sequence(index, "test", mc.height, mc.width, mc.fps)
     pose = seq.pose(0, total)
     ref = seq.reference()
-    restoration = AnchorRestoration(AlphaSchedule("gaussian_timestep", 1.0), 1.0) if variant.restoration else None
+    restoration = AnchorRestoration() if variant.restoration else None
     settings = AnimationSettings(
-        chunk=ChunkSettings(mc.frames, mc.overlap, mc.anchors), steps=steps, anchor_policy=variant.anchors,
+        chunk=mc.chunk_settings, steps=steps, anchor_policy=variant.anchors,
         restoration=restoration,
     )
     plan = plan_for_driving(len(pose), settings.chunk, total, settings.window_mode)
@@ -373,7 +374,7 @@ def svg_plot(summary: dict, fps: float, width: int = 720, height: int = 360) -> 
 def bench_drift(
     sequences: int = 20,
     seconds: int = 90,
-    steps: int = 20,
+    steps: int = defaults.STEPS,
     variants: tuple[str, ...] = tuple(VARIANTS),
     workers: int = 2,
     lora_dir: Path = LORA_DIR,
@@ -429,7 +430,7 @@ def bench_drift(
     mc = TinyModelConfig()
     runs.sort(key=lambda r: (list(VARIANTS).index(r["variant"]), r["index"]))
     summary = summarize(runs, mc.fps)
-    plan = plan_for_driving(int(seconds * mc.fps), ChunkSettings(mc.frames, mc.overlap, mc.anchors), None, "pingpong")
+    plan = plan_for_driving(int(seconds * mc.fps), mc.chunk_settings, None, "pingpong")
     meta = {"command": command, "sequences": sequences, "seconds": seconds, "fps": mc.fps, "frames": int(seconds * mc.fps),
             "chunks": len(plan), "chunk_frames": mc.frames, "steps": steps, "wall_s": wall, "workers": workers,
             "variants": list(variants), "runs_reused": len(runs) - len(tasks), "runs_computed": len(tasks),
@@ -450,7 +451,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="everanimate_core bench drift", description=__doc__.split("\n\n")[0])
     p.add_argument("--sequences", type=int, default=20)
     p.add_argument("--seconds", type=int, default=90)
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--steps", type=int, default=defaults.STEPS)
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--lora-dir", default=str(LORA_DIR))

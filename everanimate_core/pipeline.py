@@ -16,6 +16,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 import torch
 
+from . import defaults
 from .errors import ConfigError, DrivingVideoError, NonFiniteError
 from .flow import is_finite, sampling_sigmas
 from .layout import SlotLayout, build_condition
@@ -30,13 +31,13 @@ class AnimationSettings:
     """Every setting that changes the output (all of it enters the run fingerprint)."""
 
     chunk: ChunkSettings = field(default_factory=ChunkSettings)
-    steps: int = 20
-    shift: float = 5.0
-    seed: int = 42
-    seed_policy: str = "multiply"
-    anchor_policy: str = "random_plus_reference"
-    anchor_seed: int = 12345
-    window_mode: str = "pingpong"
+    steps: int = defaults.STEPS
+    shift: float = defaults.SHIFT
+    seed: int = defaults.SEED
+    seed_policy: str = defaults.SEED_POLICY
+    anchor_policy: str = defaults.ANCHOR_POLICY
+    anchor_seed: int = defaults.ANCHOR_SEED
+    window_mode: str = defaults.WINDOW_MODE
     restoration: AnchorRestoration | None = None
 
     def __post_init__(self) -> None:

@@ -20,6 +20,7 @@ from typing import Literal
 
 import numpy as np
 
+from . import defaults
 from .errors import ConfigError, DrivingVideoError
 
 WindowMode = Literal["pingpong", "loop", "hold", "strict"]
@@ -37,11 +38,11 @@ class ChunkSettings:
     temporal_factor: frames per latent of the causal VAE after the first frame (Wan: 4).
     """
 
-    frames: int = 77
-    overlap: int = 4
-    anchors: int = 4
-    motion_latents: int = 1
-    temporal_factor: int = 4
+    frames: int = defaults.FRAMES
+    overlap: int = defaults.OVERLAP
+    anchors: int = defaults.ANCHORS
+    motion_latents: int = defaults.MOTION_LATENTS
+    temporal_factor: int = defaults.TEMPORAL_FACTOR
 
     def __post_init__(self) -> None:
         tf = self.temporal_factor

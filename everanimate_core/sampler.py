@@ -12,6 +12,7 @@ from typing import Any, Callable, Literal, Protocol
 
 import torch
 
+from . import defaults
 from .errors import ConfigError
 from .flow import AlphaSchedule, add_noise, euler_step, restorative_velocity, velocity_from_x0
 
@@ -51,8 +52,8 @@ class AnchorRestoration:
     ``strength`` scales the schedule's weight.
     """
 
-    schedule: AlphaSchedule = AlphaSchedule("gaussian_timestep", 1.0)
-    strength: float = 1.0
+    schedule: AlphaSchedule = AlphaSchedule()
+    strength: float = defaults.RESTORATION_STRENGTH
 
 
 StepCallback = Callable[[int, int, torch.Tensor], None]

@@ -39,6 +39,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from . import defaults
 from .errors import ConfigError, ResumeStateError
 from .flow import AlphaSchedule, add_noise, clean_velocity, rfm_target, training_sigmas, training_weight
 from .lora import LoraFile, parse_lora_state_dict, to_released_keys
@@ -206,11 +207,11 @@ class RFMObjective:
     """
 
     stage: int = 2
-    schedule: AlphaSchedule = AlphaSchedule("gaussian_timestep", 1.0)
+    schedule: AlphaSchedule = AlphaSchedule()
     degrade_p: float = 0.8
     draws: int = 2
     sigma_gate: float = 0.5
-    shift: float = 5.0
+    shift: float = defaults.SHIFT
     weighting: bool = True
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from ..errors import ConfigError
 from ..pipeline import ChunkRequest
+from ..plan import ChunkSettings
 from ..sampler import ChunkCondition, sample_chunk
 from ..layout import model_input_condition
 from .dit import TinyAnimateDiT
@@ -44,6 +45,11 @@ class TinyModelConfig:
     def load(cls, path: Path) -> "TinyModelConfig":
         data = json.loads(Path(path).read_text())
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    @property
+    def chunk_settings(self) -> ChunkSettings:
+        """The model's native chunking (frames, overlap, K)."""
+        return ChunkSettings(self.frames, self.overlap, self.anchors)
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.__dict__, indent=1))
