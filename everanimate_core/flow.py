@@ -18,6 +18,7 @@ from typing import Literal
 
 import torch
 
+from . import defaults
 from .errors import ConfigError
 
 AlphaScheduleName = Literal[
@@ -38,7 +39,7 @@ def shift_sigma(sigma: torch.Tensor, shift: float) -> torch.Tensor:
     return shift * sigma / (1 + (shift - 1) * sigma)
 
 
-def sampling_sigmas(steps: int = 20, shift: float = 5.0, denoise: float = 1.0) -> torch.Tensor:
+def sampling_sigmas(steps: int = defaults.STEPS, shift: float = defaults.SHIFT, denoise: float = 1.0) -> torch.Tensor:
     """Shifted sigma list of ``steps`` steps followed by a final 0 (``steps + 1`` values).
 
     Equals the release's Wan scheduler (linspace(1, 0, steps+1)[:-1], shifted) and ComfyUI's
@@ -56,7 +57,7 @@ def sampling_sigmas(steps: int = 20, shift: float = 5.0, denoise: float = 1.0) -
     return torch.cat([s, torch.zeros(1, dtype=torch.float32)])
 
 
-def training_sigmas(shift: float = 5.0) -> torch.Tensor:
+def training_sigmas(shift: float = defaults.SHIFT) -> torch.Tensor:
     """The 1000-entry training grid (sigmas, no trailing 0) that alpha schedules are defined on."""
     return sampling_sigmas(NUM_TRAIN_TIMESTEPS, shift)[:-1]
 
@@ -81,10 +82,16 @@ def clean_velocity(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return noise - x0
 
 
+def _bell(grid: torch.Tensor) -> torch.Tensor:
+    """The release's bell over a sigma grid, in float64: ``exp(-2((t-500)/1000)^2)``, t = 1000*sigma.
+    Both the training weight and the gaussian_timestep alpha are built from it."""
+    t = grid.double() * NUM_TRAIN_TIMESTEPS
+    return torch.exp(-2 * ((t - NUM_TRAIN_TIMESTEPS / 2) / NUM_TRAIN_TIMESTEPS) ** 2)
+
+
 def _training_weight_table(grid: torch.Tensor) -> torch.Tensor:
     """The release's bell-shaped training weight over the timestep grid (peak ~2.08 at 1000 steps)."""
-    t = grid.double() * NUM_TRAIN_TIMESTEPS
-    y = torch.exp(-2 * ((t - NUM_TRAIN_TIMESTEPS / 2) / NUM_TRAIN_TIMESTEPS) ** 2)
+    y = _bell(grid)
     y = y - y.min()
     w = y * (NUM_TRAIN_TIMESTEPS / y.sum())
     if len(grid) != NUM_TRAIN_TIMESTEPS:
@@ -103,9 +110,9 @@ class AlphaSchedule:
     Lookups snap sigma to the nearest grid entry, as the release does.
     """
 
-    name: str = "gaussian_timestep"
-    weight: float = 1.0
-    shift: float = 5.0
+    name: str = defaults.RESTORATION_SCHEDULE
+    weight: float = defaults.RESTORATION_WEIGHT
+    shift: float = defaults.SHIFT
 
     def __post_init__(self) -> None:
         if self.name not in ALPHA_SCHEDULES:
@@ -146,13 +153,12 @@ def _weights(shift: float) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=8)
 def _gaussian_table(shift: float) -> torch.Tensor:
-    """gaussian_timestep: g(t) = exp(-2((t-500)/1000)^2), min-max normalized over the grid."""
-    t = _grid(shift).double() * NUM_TRAIN_TIMESTEPS
-    g = torch.exp(-2 * ((t - NUM_TRAIN_TIMESTEPS / 2) / NUM_TRAIN_TIMESTEPS) ** 2)
+    """gaussian_timestep: the bell, min-max normalized over the grid."""
+    g = _bell(_grid(shift))
     return ((g - g.min()) / max(float(g.max() - g.min()), 1e-8)).float()
 
 
-def training_weight(sigmas: torch.Tensor, shift: float = 5.0) -> torch.Tensor:
+def training_weight(sigmas: torch.Tensor, shift: float = defaults.SHIFT) -> torch.Tensor:
     """The release's per-timestep loss weight (bell curve over the 1000-step grid, mean ~1)."""
     sigmas = torch.as_tensor(sigmas, dtype=torch.float32).reshape(-1)
     grid = _grid(shift)
