@@ -33,7 +33,7 @@ from .graph_state import (
 from .images import RESIZE_MODES, prepare_reference
 from .output import VideoOutput, output_inputs
 from .progress import ChunkProgress, check_cancel
-from .settings import anchor_inputs, build_settings, chunk_inputs, sampling_inputs
+from .settings import anchor_inputs, build_settings, cfg_of, chunk_inputs, memory_settings, sampling_inputs, size_inputs
 from .video_input import choose_audio, driving_video, fit_note, resolve_fps
 from .wan_patch import require_wan_animate, with_k_anchor_patch
 
@@ -64,8 +64,7 @@ class LatentMemoryInit(io.ComfyNode):
             inputs=[
                 io.Vae.Input("vae", tooltip="The Wan 2.1 VAE (wan_2.1_vae.safetensors)."),
                 io.Image.Input("reference_image", tooltip="The character to animate (first image is used)."),
-                io.Int.Input("width", default=832, min=16, max=4096, step=16, tooltip="Video width, a multiple of 16 (release 832)."),
-                io.Int.Input("height", default=480, min=16, max=4096, step=16, tooltip="Video height, a multiple of 16 (release 480)."),
+                *size_inputs(),
                 io.Combo.Input("resize_mode", options=list(RESIZE_MODES), default="crop", tooltip="How the reference (and the pose video) are fitted to width x height."),
                 *anchor_inputs(),
                 io.String.Input("session_name", default="everanimate", tooltip="Name of the session folder under output/everanimate where chunk latents are kept."),
@@ -78,9 +77,7 @@ class LatentMemoryInit(io.ComfyNode):
     def execute(cls, vae, reference_image, width, height, resize_mode, anchors, anchor_policy, anchor_seed, session_name, anchor_images=None) -> io.NodeOutput:
         require_even_resolution(width, height)
         ref, users = prepare_reference(reference_image, anchor_images, width, height, resize_mode)
-        settings = build_settings(
-            dict(frames_per_chunk=77, overlap=4, anchors=anchors, steps=20, shift=5.0, seed=42, anchor_policy=anchor_policy, anchor_seed=anchor_seed)
-        )
+        settings = memory_settings(anchors, anchor_policy, anchor_seed)
         backend = ComfyWanBackend(_LatentOnly(), vae, None, None)
         memory = start_memory(backend, ref, settings, user_anchor_frames=users)
         folder = session_dir_for(
@@ -156,7 +153,7 @@ class ChunkSampler(io.ComfyNode):
         if note:
             progress.text(note)
         progress.text(f"EverAnimate: chunk {chunk.index + 1} of {len(plan)}")
-        backend = ComfyWanBackend(with_k_anchor_patch(model, mem.num_anchors), vae, positive, negative, clip_vision, settings_cfg(kw))
+        backend = ComfyWanBackend(with_k_anchor_patch(model, mem.num_anchors), vae, positive, negative, clip_vision, cfg_of(kw))
         try:
             generated, pose_frames = sample_chunk_latents(
                 backend, mem, chunk, pose, memory.reference, settings, face, on_step=lambda i, n, x: progress.on_step(0, i, n)
@@ -182,10 +179,6 @@ class ChunkSampler(io.ComfyNode):
             audio=driving.audio,
         )
         return io.NodeOutput(handle)
-
-
-def settings_cfg(kw: dict) -> float:
-    return float(kw.get("cfg", 1.0))
 
 
 def chunk_frames(vae, handle: ChunkHandle, index: int, decode: DecodeOptions) -> np.ndarray:
@@ -230,9 +223,7 @@ class MemoryPropagate(io.ComfyNode):
         generated = load_chunk_latents(chunk.session_dir, chunk.index)
         frames = decode_chunk(backend, generated, window)
         write_segment(frames_path(chunk.session_dir, chunk.index), kept_frames(window, frames))
-        settings = build_settings(
-            dict(frames_per_chunk=chunk.chunk_settings.frames, overlap=chunk.chunk_settings.overlap, anchors=memory.memory.num_anchors, steps=20, shift=5.0, seed=42)
-        )
+        settings = memory_settings(memory.memory.num_anchors, chunk=chunk.chunk_settings)
         new = advance_memory(backend, memory.memory, generated, frames, settings, chunk.pose_window)
         return io.NodeOutput(GraphMemory(new, memory.reference, memory.session_dir, memory.width, memory.height))
 

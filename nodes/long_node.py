@@ -27,7 +27,7 @@ from .graph_state import upstream_signature
 from .images import RESIZE_MODES, prepare_reference
 from .output import VideoOutput, output_inputs
 from .progress import ChunkProgress
-from .settings import anchor_inputs, build_settings, chunk_inputs, sampling_inputs
+from .settings import anchor_inputs, build_settings, cfg_of, chunk_inputs, sampling_inputs, size_inputs
 from .video_input import choose_audio, driving_video, fit_note, resolve_fps
 from .wan_patch import require_wan_animate, with_k_anchor_patch
 
@@ -56,8 +56,7 @@ class LongAnimation(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="The Wan 2.1 VAE."),
                 io.Image.Input("reference_image", tooltip="The character to animate."),
                 io.MultiType.Input("pose_video", types=DRIVING_TYPES, tooltip="The driving pose video (rendered skeletons): a VIDEO from Load Video (read from the file chunk by chunk, never held whole in RAM; its fps and sound are used) or an IMAGE batch."),
-                io.Int.Input("width", default=832, min=16, max=4096, step=16, tooltip="Video width, a multiple of 16 (release 832)."),
-                io.Int.Input("height", default=480, min=16, max=4096, step=16, tooltip="Video height, a multiple of 16 (release 480)."),
+                *size_inputs(),
                 io.Combo.Input("resize_mode", options=list(RESIZE_MODES), default="crop", tooltip="How the reference and pose frames are fitted to width x height."),
                 io.Float.Input("duration_seconds", default=0.0, min=0.0, max=3600.0, step=1.0, tooltip="0 = exactly as long as the pose video; otherwise this many seconds at fps (a shorter pose video is read with the window mode)."),
                 *chunk_inputs(),
@@ -107,7 +106,7 @@ class LongAnimation(io.ComfyNode):
         config = run_config(
             settings, ref, len(pose), plan.total_frames,
             extra={
-                "face_frames": 0 if face is None else len(face), "cfg": float(kw.get("cfg", 1.0)),
+                "face_frames": 0 if face is None else len(face), "cfg": cfg_of(kw),
                 "upstream": upstream_signature(cls.hidden.prompt, cls.hidden.unique_id), "users": len(users),
                 "pose": driving.identity, "face": None if face_driving is None else face_driving.identity,
                 "users_sha256": hashlib.sha256(b"".join(np.ascontiguousarray(u).tobytes() for u in users)).hexdigest()[:16],
@@ -124,7 +123,7 @@ class LongAnimation(io.ComfyNode):
             progress.text(f"EverAnimate: resuming after chunk {done} of {len(plan)} from {folder}")
         backend = ComfyWanBackend(
             with_k_anchor_patch(model, settings.chunk.anchors), vae, positive, negative, clip_vision,
-            float(kw.get("cfg", 1.0)), decode=DecodeOptions(tiled=tiled_decode),
+            cfg_of(kw), decode=DecodeOptions(tiled=tiled_decode),
         )
         current = [done]
 

@@ -6,6 +6,7 @@ import logging
 
 from .api_version import io
 
+from everanimate_core import defaults as release
 from everanimate_core.lora import match_modules, parse_lora_state_dict, to_comfy_keys
 
 from .wan_patch import require_wan_animate, with_k_anchor_patch, with_shift
@@ -63,7 +64,7 @@ class LoadEverAnimateLoRA(io.ComfyNode):
                     tooltip="The EverAnimate LoRA file in models/loras (e.g. stage2_480p.safetensors).",
                 ),
                 io.Float.Input("strength", default=1.0, min=-4.0, max=4.0, step=0.05, tooltip="LoRA strength; the release uses 1.0."),
-                io.Float.Input("shift", default=5.0, min=0.0, max=100.0, step=0.1, tooltip="Sampling shift (ModelSamplingSD3); the release samples with 5, ComfyUI's Wan default is 8."),
+                io.Float.Input("shift", default=release.SHIFT, min=0.0, max=100.0, step=0.1, tooltip="Sampling shift (ModelSamplingSD3); the release samples with 5, ComfyUI's Wan default is 8."),
             ],
             outputs=[io.Model.Output(display_name="MODEL", tooltip="The model with the LoRA, the K-anchor patch and the shift.")],
         )

@@ -1,10 +1,11 @@
 """Widgets shared by the Chunk Sampler and the Long Animation node, and their translation into the
-core's AnimationSettings (release defaults everywhere)."""
+core's AnimationSettings. Every default is the core's release default (``everanimate_core.defaults``)."""
 
 from __future__ import annotations
 
 from .api_version import io
 
+from everanimate_core import defaults as release
 from everanimate_core.errors import ConfigError
 from everanimate_core.flow import ALPHA_SCHEDULES, AlphaSchedule
 from everanimate_core.memory import ANCHOR_POLICIES
@@ -16,36 +17,44 @@ RESTORATION_MODES = ("off", "anchors")
 RESTORATION_SCHEDULES = tuple(s for s in ALPHA_SCHEDULES if s != "augmented_velocity")
 
 
+def size_inputs() -> list:
+    """Output size widgets (release 832x480)."""
+    return [
+        io.Int.Input("width", default=release.WIDTH, min=16, max=4096, step=16, tooltip="Video width, a multiple of 16 (release 832)."),
+        io.Int.Input("height", default=release.HEIGHT, min=16, max=4096, step=16, tooltip="Video height, a multiple of 16 (release 480)."),
+    ]
+
+
 def chunk_inputs() -> list:
     """Chunk-shape widgets (release: 77 frames, overlap 4)."""
     return [
-        io.Int.Input("frames_per_chunk", default=77, min=5, max=257, step=4, tooltip="Frames per model call; must be 1 mod 4 (release 77)."),
-        io.Int.Input("overlap", default=4, min=0, max=64, tooltip="Frames each chunk shares with the previous one, dropped after decoding (release 4)."),
+        io.Int.Input("frames_per_chunk", default=release.FRAMES, min=5, max=257, step=4, tooltip="Frames per model call; must be 1 mod 4 (release 77)."),
+        io.Int.Input("overlap", default=release.OVERLAP, min=0, max=64, tooltip="Frames each chunk shares with the previous one, dropped after decoding (release 4)."),
     ]
 
 
 def anchor_inputs() -> list:
     return [
-        io.Int.Input("anchors", default=4, min=1, max=16, tooltip="K, the anchor latent slots in front of every chunk (release 4; 1 = native layout)."),
-        io.Combo.Input("anchor_policy", options=list(ANCHOR_POLICIES), default="random_plus_reference", tooltip="How anchors are chosen after chunk 0: K-1 seeded random frames of chunk 0 + the reference (release), the reference repeated, pose-diverse frames, or your anchor images."),
-        io.Int.Input("anchor_seed", default=12345, min=0, max=2**31 - 1, control_after_generate=False, tooltip="Seed of the random anchor pick (the release leaves it unseeded)."),
+        io.Int.Input("anchors", default=release.ANCHORS, min=1, max=16, tooltip="K, the anchor latent slots in front of every chunk (release 4; 1 = native layout)."),
+        io.Combo.Input("anchor_policy", options=list(ANCHOR_POLICIES), default=release.ANCHOR_POLICY, tooltip="How anchors are chosen after chunk 0: K-1 seeded random frames of chunk 0 + the reference (release), the reference repeated, pose-diverse frames, or your anchor images."),
+        io.Int.Input("anchor_seed", default=release.ANCHOR_SEED, min=0, max=2**31 - 1, control_after_generate=False, tooltip="Seed of the random anchor pick (the release leaves it unseeded)."),
     ]
 
 
 def sampling_inputs() -> list:
     return [
-        io.Int.Input("steps", default=20, min=1, max=200, tooltip="Euler steps per chunk (release 20)."),
-        io.Float.Input("cfg", default=1.0, min=0.0, max=30.0, step=0.1, tooltip="Classifier-free guidance (release 1.0: the negative is not evaluated)."),
-        io.Float.Input("shift", default=5.0, min=0.01, max=100.0, step=0.1, tooltip="Sigma shift of the schedule (release 5)."),
+        io.Int.Input("steps", default=release.STEPS, min=1, max=200, tooltip="Euler steps per chunk (release 20)."),
+        io.Float.Input("cfg", default=release.CFG, min=0.0, max=30.0, step=0.1, tooltip="Classifier-free guidance (release 1.0: the negative is not evaluated)."),
+        io.Float.Input("shift", default=release.SHIFT, min=0.01, max=100.0, step=0.1, tooltip="Sigma shift of the schedule (release 5)."),
         io.Int.Input(
-            "seed", default=42, min=0, max=2**31 - 1, control_after_generate=True,
+            "seed", default=release.SEED, min=0, max=2**31 - 1, control_after_generate=True,
             tooltip="Base seed; with the 'multiply' policy chunk c uses seed*c (release 42*c). Keep its control on 'fixed': re-queueing the same settings then resumes the run.",
         ),
-        io.Combo.Input("seed_policy", options=list(SEED_POLICIES), default="multiply", tooltip="multiply: seed*c (release); increment: seed+c; fixed: seed for every chunk."),
-        io.Combo.Input("window_mode", options=list(WINDOW_MODES), default="pingpong", tooltip="How a driving video shorter than needed is read: pingpong (release), loop, hold the last frame, or strict (error)."),
+        io.Combo.Input("seed_policy", options=list(SEED_POLICIES), default=release.SEED_POLICY, tooltip="multiply: seed*c (release); increment: seed+c; fixed: seed for every chunk."),
+        io.Combo.Input("window_mode", options=list(WINDOW_MODES), default=release.WINDOW_MODE, tooltip="How a driving video shorter than needed is read: pingpong (release), loop, hold the last frame, or strict (error)."),
         io.Combo.Input("restoration", options=list(RESTORATION_MODES), default="off", tooltip="off = the release (restoration lives in the LoRA). anchors = opt-in inference-time restoration of the anchor slots (experimental)."),
-        io.Float.Input("restoration_strength", default=1.0, min=0.0, max=10.0, step=0.05, tooltip="Scale of the restorative velocity term when restoration is on."),
-        io.Combo.Input("restoration_schedule", options=list(RESTORATION_SCHEDULES), default="gaussian_timestep", tooltip="alpha(sigma) of the restorative term (the released LoRA was trained with gaussian_timestep)."),
+        io.Float.Input("restoration_strength", default=release.RESTORATION_STRENGTH, min=0.0, max=10.0, step=0.05, tooltip="Scale of the restorative velocity term when restoration is on."),
+        io.Combo.Input("restoration_schedule", options=list(RESTORATION_SCHEDULES), default=release.RESTORATION_SCHEDULE, tooltip="alpha(sigma) of the restorative term (the released LoRA was trained with gaussian_timestep)."),
     ]
 
 
@@ -62,15 +71,31 @@ def build_settings(kw: dict) -> AnimationSettings:
             raise ConfigError(f"{name} must be one of {options}; got {kw[name]!r}.")
     restoration = None
     if kw.get("restoration", "off") == "anchors":
-        restoration = AnchorRestoration(AlphaSchedule(kw.get("restoration_schedule", "gaussian_timestep"), 1.0), float(kw.get("restoration_strength", 1.0)))
+        schedule = AlphaSchedule(kw.get("restoration_schedule", release.RESTORATION_SCHEDULE), release.RESTORATION_WEIGHT)
+        restoration = AnchorRestoration(schedule, float(kw.get("restoration_strength", release.RESTORATION_STRENGTH)))
     return AnimationSettings(
         chunk=ChunkSettings(int(kw["frames_per_chunk"]), int(kw["overlap"]), int(kw["anchors"])),
-        steps=int(kw["steps"]),
-        shift=float(kw["shift"]),
-        seed=int(kw["seed"]),
-        seed_policy=kw.get("seed_policy", "multiply"),
-        anchor_policy=kw.get("anchor_policy", "random_plus_reference"),
-        anchor_seed=int(kw.get("anchor_seed", 12345)),
-        window_mode=kw.get("window_mode", "pingpong"),
+        steps=int(kw.get("steps", release.STEPS)),
+        shift=float(kw.get("shift", release.SHIFT)),
+        seed=int(kw.get("seed", release.SEED)),
+        seed_policy=kw.get("seed_policy", release.SEED_POLICY),
+        anchor_policy=kw.get("anchor_policy", release.ANCHOR_POLICY),
+        anchor_seed=int(kw.get("anchor_seed", release.ANCHOR_SEED)),
+        window_mode=kw.get("window_mode", release.WINDOW_MODE),
         restoration=restoration,
     )
+
+
+def memory_settings(anchors: int, anchor_policy: str = release.ANCHOR_POLICY, anchor_seed: int = release.ANCHOR_SEED,
+                    chunk: ChunkSettings | None = None) -> AnimationSettings:
+    """Settings for the nodes that only build or carry the latent memory (Memory Init, Memory
+    Propagate): K, the anchor pick and the chunk shape matter there; everything else is the release's."""
+    c = chunk or ChunkSettings()
+    return build_settings(
+        dict(frames_per_chunk=c.frames, overlap=c.overlap, anchors=anchors, anchor_policy=anchor_policy, anchor_seed=anchor_seed)
+    )
+
+
+def cfg_of(kw: dict) -> float:
+    """The cfg widget's value (release 1.0)."""
+    return float(kw.get("cfg", release.CFG))
