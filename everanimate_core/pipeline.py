@@ -138,6 +138,20 @@ class LoopStats:
         and the sink: encoding the output video counts as overhead here)."""
         return 0.0 if self.total <= 0 else max(0.0, self.total - self.model_and_vae) / self.total
 
+    def as_dict(self) -> dict:
+        """The summary a run logs (seconds rounded to ms; overhead as % of wall time and of sampling)."""
+        return {
+            "chunks_run": self.chunks,
+            "wall_s": round(self.total, 3),
+            "sample_s": round(self.sample, 3),
+            "decode_s": round(self.decode, 3),
+            "encode_s": round(self.encode_pose + self.encode_anchor, 3),
+            "loop_overhead_pct": round(100 * self.overhead_fraction, 3),
+            "overhead_over_sampler_pct": round(100 * (self.total - self.model_and_vae) / max(self.sample, 1e-9), 3),
+            "anchor_encodes": self.anchor_encodes,
+            "pose_encodes": self.pose_encodes,
+        }
+
 
 @dataclass
 class ChunkOutput:

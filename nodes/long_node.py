@@ -151,15 +151,6 @@ class LongAnimation(io.ComfyNode):
         if run_folder == "remove_when_done":
             freed = run.remove()
             log.info("EverAnimate: removed the run folder %s (%.1f MB); set run_folder to keep to keep it.", folder, freed / 1e6)
-        log.info(
-            "EverAnimate stats: %s",
-            json.dumps({
-                "chunks_run": stats.chunks, "wall_s": round(stats.total, 3), "sample_s": round(stats.sample, 3),
-                "decode_s": round(stats.decode, 3), "encode_s": round(stats.encode_pose + stats.encode_anchor, 3),
-                "loop_overhead_pct": round(100 * stats.overhead_fraction, 3),
-                "overhead_over_sampler_pct": round(100 * (stats.total - stats.model_and_vae) / max(stats.sample, 1e-9), 3),
-                "anchor_encodes": stats.anchor_encodes, "pose_encodes": stats.pose_encodes,
-                "vae_frame_encodes": backend.frame_encodes, "vae_video_encodes": backend.video_encodes,
-            }),
-        )
+        vae_calls = {"vae_frame_encodes": backend.frame_encodes, "vae_video_encodes": backend.video_encodes}
+        log.info("EverAnimate stats: %s", json.dumps({**stats.as_dict(), **vae_calls}))
         return out.node_output()

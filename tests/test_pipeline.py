@@ -180,3 +180,13 @@ def test_bad_inputs_get_clear_errors():
         run_animation(be, ref[:, :20], pose[:, :, :20], SETTINGS, None)
     with pytest.raises(ConfigError, match="1 mod 4"):
         AnimationSettings(chunk=ChunkSettings(12, 4, 3))
+
+
+def test_loop_stats_summary_is_what_the_long_node_logs():
+    from everanimate_core.pipeline import LoopStats
+
+    s = LoopStats(total=2.0, sample=1.5, decode=0.2, encode_pose=0.1, encode_anchor=0.05, anchor_encodes=4, pose_encodes=3, chunks=3)
+    assert s.as_dict() == {
+        "chunks_run": 3, "wall_s": 2.0, "sample_s": 1.5, "decode_s": 0.2, "encode_s": 0.15,
+        "loop_overhead_pct": 7.5, "overhead_over_sampler_pct": 10.0, "anchor_encodes": 4, "pose_encodes": 3,
+    }
