@@ -21,7 +21,7 @@ The model seam is the sampler's denoiser protocol, ``denoiser(x, sigma, cond) ->
 
 Pointing it at Wan2.2-Animate-14B (not run here): wrap the DiffSynth/ComfyUI ``WanModel`` in a
 denoiser that calls it with ``t = 1000 * sigma`` and the chunk's ``y``/pose/face/CLIP inputs,
-``add_lora(model, LoraSpec(rank=32, targets=WAN_TARGETS))`` (q, k, v, o of self- and cross-attention
+``add_lora(model, LoraSpec(rank=32))`` (default targets: ``lora.WAN_ANIMATE_TARGETS``, (q, k, v, o of self- and cross-attention
 and ffn.0, ffn.2 of all 40 blocks: 400 modules), ``lr=1e-4``, batch 1, and a batch source that VAE-
 encodes the previous real chunk (motion latent = its last latent, anchors = 3 random frames each
 encoded alone + the reference, shared affine p 0.5, first-chunk mode p 0.2) and the degraded target
@@ -42,11 +42,10 @@ from torch import nn
 from . import defaults
 from .errors import ConfigError, ResumeStateError
 from .flow import AlphaSchedule, add_noise, clean_velocity, rfm_target, training_sigmas, training_weight
-from .lora import LoraFile, parse_lora_state_dict, to_released_keys
+from .lora import WAN_ANIMATE_TARGETS, LoraFile, parse_lora_state_dict, to_released_keys
 from .sampler import ChunkCondition
 from .state import config_diff, config_fingerprint, load_state, save_state
 
-WAN_TARGETS: tuple[str, ...] = ("q", "k", "v", "o", "ffn.0", "ffn.2")
 CHECKPOINT = "checkpoint"
 
 
@@ -58,7 +57,7 @@ class LoraSpec:
     """Rank and target modules of a LoRA; ``alpha`` None means alpha = rank (scale 1, released)."""
 
     rank: int = 32
-    targets: tuple[str, ...] = WAN_TARGETS
+    targets: tuple[str, ...] = WAN_ANIMATE_TARGETS
     alpha: float | None = None
 
     def as_dict(self) -> dict:
@@ -84,7 +83,7 @@ def target_modules(model: nn.Module, spec: LoraSpec) -> dict[str, nn.Linear]:
             raise ConfigError(
                 f"LoRA target {t!r} matches no Linear module of this model. Its Linear modules end in: "
                 f"{', '.join(suffixes[:12])}{' ...' if len(suffixes) > 12 else ''}. For Wan2.2-Animate "
-                f"use {list(WAN_TARGETS)}; for EverAnimate-Tiny use ['qkv', 'o', 'ffn.0', 'ffn.2']."
+                f"use {list(WAN_ANIMATE_TARGETS)}; for EverAnimate-Tiny use ['qkv', 'o', 'ffn.0', 'ffn.2']."
             )
         chosen.update(hits)
     for n, m in chosen.items():
@@ -435,7 +434,6 @@ __all__ = [
     "RFMObjective",
     "TrainResult",
     "TrainingBatch",
-    "WAN_TARGETS",
     "add_lora",
     "export_released",
     "load_lora_weights",
