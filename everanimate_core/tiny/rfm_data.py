@@ -25,7 +25,7 @@ from ..layout import build_condition, model_input_condition
 from ..sampler import ChunkCondition
 from ..training import TrainingBatch
 from .backend import TinyModelConfig
-from .synthdance import make_sequence
+from .synthdance import training_clip
 from .vae import frames_to_tensor
 
 
@@ -59,11 +59,12 @@ def _video(x01: torch.Tensor) -> torch.Tensor:
 
 def check_sequence_length(available: int, mc: TinyModelConfig) -> None:
     """Two chunk windows (previous + target) must fit in the rendered or given frames."""
-    need = mc.frames + (mc.frames - mc.overlap)
+    stride = mc.chunk_settings.stride
+    need = mc.frames + stride
     if available < need:
         raise ConfigError(
             f"Training needs {need} frames per sequence (a previous chunk of {mc.frames} and a target "
-            f"chunk starting {mc.frames - mc.overlap} frames later); got {available}. Use longer clips "
+            f"chunk starting {stride} frames later); got {available}. Use longer clips "
             "or shorter chunks."
         )
 
@@ -74,7 +75,7 @@ class TinyRFMData:
     def __init__(self, vae, mc: TinyModelConfig, cfg: DataConfig, degrade: DegradeConfig = DegradeConfig(),
                  length: int | None = None):
         self.mc, self.cfg = mc, cfg
-        f, stride = mc.frames, mc.frames - mc.overlap
+        f, stride = mc.frames, mc.chunk_settings.stride
         length = f + stride if length is None else length
         check_sequence_length(length, mc)
         gen = torch.Generator().manual_seed(cfg.seed + 7919)
@@ -82,9 +83,7 @@ class TinyRFMData:
         acc: dict[str, list] = {k: [] for k in keys}
         with torch.no_grad():
             for i in range(cfg.sequences):
-                seq = make_sequence(i, cfg.split, mc.height, mc.width, mc.fps)
-                start = (i * 37) % 400
-                frames, pose = seq.frames(start, start + length), seq.pose(start, start + length)
+                seq, frames, pose = training_clip(i, cfg.split, length, mc.height, mc.width, mc.fps)
                 fa, fb = unit_frames(frames[:f]), unit_frames(frames[stride : stride + f])
                 ref = unit_frames(seq.reference()[None])
                 acc["a"].append(vae.encode(_video(fa))[0])

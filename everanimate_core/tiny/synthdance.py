@@ -1030,3 +1030,12 @@ def make_sequence(
         index=int(index),
         occluder=make_occluder(bi, split),
     )
+
+
+def training_clip(index: int, split: str, length: int, height: int, width: int, fps: float) -> tuple[Sequence, np.ndarray, np.ndarray]:
+    """(sequence, frames, pose) of ``length`` frames for training: sequence ``index`` of ``split``,
+    from a start that varies the dance's phase between sequences. Both tiny trainers draw their
+    clips here; the shipped weights and LoRAs were trained on exactly these clips."""
+    seq = make_sequence(index, split, height, width, fps)
+    start = (index * 37) % 400
+    return seq, seq.frames(start, start + length), seq.pose(start, start + length)

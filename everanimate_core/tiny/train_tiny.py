@@ -25,11 +25,12 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from .. import defaults
 from ..flow import add_noise, clean_velocity, training_sigmas
 from ..layout import build_condition, model_input_condition
 from ..training import warmup_cosine_lr
 from .backend import CONFIG_FILE, DIT_FILE, VAE_FILE, TinyModelConfig, build_models
-from .synthdance import make_sequence
+from .synthdance import training_clip
 from .vae import frames_to_tensor
 
 try:
@@ -66,10 +67,9 @@ def render_bank(cfg: TrainConfig, mc: TinyModelConfig, length: int) -> dict[str,
     """Pre-render training sequences (frames, pose, reference) of ``length`` frames."""
     frames, poses, refs = [], [], []
     for i in range(cfg.sequences):
-        seq = make_sequence(i, "train", mc.height, mc.width, mc.fps)
-        start = (i * 37) % 400  # vary the phase of the dance
-        frames.append(seq.frames(start, start + length))
-        poses.append(seq.pose(start, start + length))
+        seq, fr, po = training_clip(i, "train", length, mc.height, mc.width, mc.fps)
+        frames.append(fr)
+        poses.append(po)
         refs.append(seq.reference())
     return {"frames": np.stack(frames), "pose": np.stack(poses), "reference": np.stack(refs)}
 
@@ -120,7 +120,7 @@ def set_latent_stats(vae, bank: dict[str, np.ndarray]) -> None:
 @torch.no_grad()
 def encode_windows(vae, bank: dict[str, np.ndarray], mc: TinyModelConfig) -> dict[str, torch.Tensor]:
     """Model-space latents of two consecutive chunk windows per sequence (A, then B = next chunk)."""
-    f, stride = mc.frames, mc.frames - mc.overlap
+    f, stride = mc.frames, mc.chunk_settings.stride
     out: dict[str, list] = {k: [] for k in ("a", "b", "pose_a", "pose_b", "singles_a", "ref")}
     for i in range(len(bank["frames"])):
         fr, po = bank["frames"][i], bank["pose"][i]
@@ -166,7 +166,7 @@ def make_batch(data: dict[str, torch.Tensor], mc: TinyModelConfig, cfg: TrainCon
 def train_dit(dit, data, mc: TinyModelConfig, cfg: TrainConfig, gen: torch.Generator, log) -> None:
     """Flow-matching training: base (first-chunk layout), then the latent-memory stage."""
     opt = torch.optim.AdamW(dit.parameters(), lr=cfg.lr, weight_decay=0.01)
-    grid = training_sigmas(5.0)
+    grid = training_sigmas(defaults.SHIFT)
     total = cfg.base_steps + cfg.memory_steps
     bar = _progress(total, "dit")
     for step in range(total):
@@ -211,7 +211,7 @@ def train_tiny(out_dir: str | Path, cfg: TrainConfig | None = None, mc: TinyMode
 
     times = {}
     t = time.perf_counter()
-    bank = render_bank(cfg, mc, length=mc.frames + (mc.frames - mc.overlap))
+    bank = render_bank(cfg, mc, length=mc.frames + mc.chunk_settings.stride)
     times["render_s"] = time.perf_counter() - t
     vae, dit = build_models(mc)
     t = time.perf_counter()
