@@ -140,7 +140,10 @@ def run_sequence(variant: Variant, index: int, seconds: int, steps: int, lora_di
                 meter.update(keep[: limit - out_at], out_at)
         out_at += len(keep)
     if out_at != total:
-        raise RuntimeError(f"Generated {out_at} frames for a {total}-frame request.")
+        raise RuntimeError(
+            f"Generated {out_at} frames for a {total}-frame request: the chunk plan is inconsistent. "
+            "This is a bug; please report it with the bench command line."
+        )
     return {
         "variant": variant.key,
         "index": index,

@@ -77,7 +77,10 @@ def sample_chunk(
     k = cond.anchors
     n = len(sigmas) - 1
     if restoration is not None and anchor_latents is None:
-        raise ValueError("Anchor restoration needs the anchor latents.")
+        raise ConfigError(
+            "Anchor restoration needs the anchor latents: pass the memory's anchors as anchor_latents, "
+            "or turn restoration off."
+        )
     for i in range(n):
         s, s_next = float(sigmas[i]), float(sigmas[i + 1])
         out = denoiser(x, s, cond)

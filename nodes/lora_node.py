@@ -7,6 +7,7 @@ import logging
 from .api_version import io
 
 from everanimate_core import defaults as release
+from everanimate_core.errors import ConfigError
 from everanimate_core.lora import match_modules, parse_lora_state_dict, to_comfy_keys
 
 from .wan_patch import require_wan_animate, with_k_anchor_patch, with_shift
@@ -33,9 +34,10 @@ def apply_everanimate_lora(model, lora_state_dict, strength: float, shift: float
     patched = model.clone()
     applied = patched.add_patches(loaded, strength)
     if len(applied) != len(lora.modules):
-        raise RuntimeError(
-            f"ComfyUI applied {len(applied)} of {len(lora.modules)} LoRA modules; "
-            "please report this with the LoRA file's name."
+        raise ConfigError(
+            f"ComfyUI applied {len(applied)} of {len(lora.modules)} LoRA modules. Connect Load EverAnimate "
+            "LoRA straight to the Wan2.2-Animate model loader (before other model patches); if it still "
+            "fails, please report this with the LoRA file's name."
         )
     log.info("EverAnimate LoRA: %d/%d modules matched and applied (format %s)", len(applied), len(lora.modules), lora.format)
     patched = with_k_anchor_patch(patched, None)
