@@ -1,30 +1,12 @@
-"""The drift family that Restorative Flow Matching learns to undo.
+"""The drift family that Restorative Flow Matching learns to undo: ONE random parameter set per
+sample, shared by all of its frames.
 
-Long generations drift in a temporally consistent way: the whole background loses local contrast,
-colours oversaturate, brightness creeps, fine detail gets washed out in patches. Stage-2 training
-degrades the clean chunk with ONE random parameter set per sample, shared by all of its frames, and
-teaches the model to pull such a sample back to the clean path.
-
-Pixel space (the release's choice, the default): frames are degraded as images and then encoded by
-the autoencoder, so the degraded latents look like what a drifted generation decodes to:
-
-- local contrast (p 0.9): CLAHE on lightness, clip limit 1-64, a grid of 1-32 tiles per side at
-  480p (1-4 at the tiny model's 64x64, so tiles stay >= 16 px), applied as a gain on RGB so hue is
-  kept;
-- oversaturation (p 0.3): chroma x1.3-3.0 around the pixel's grey value;
-- brightness (p 0.1): x0.8-1.2;
-- detail erase (p 0.9): 1-4 rectangles, each 10-30 % of each side, down-sampled 8-32x and
-  bilinearly up-sampled back;
-- blur: off.
-
-Latent space (an option for models whose autoencoder is too expensive to run in the data loader):
-the same four operations written on normalized latents (local contrast = amplified deviation from a
-local mean, saturation = amplified deviation from the cross-channel mean, brightness = a gain,
-detail erase = rectangles average-pooled and up-sampled), again one parameter set per sample.
-
-Anchors never get these degradations; they get :func:`affine_params`/:func:`apply_affine` instead
-(scale 0.8-1.2, shift +-10 %, p 0.5, one transform shared by all anchors of a sample) so the model
-does not learn to copy them pixel-aligned.
+Pixel space (the release's, default), applied before the autoencoder: local contrast (p 0.9, CLAHE
+on lightness, clip 1-64, 1-32 tiles per side at 480p and 1-4 at 64x64, applied as an RGB gain),
+oversaturation (p 0.3, chroma x1.3-3.0 around grey), brightness (p 0.1, x0.8-1.2), detail erase
+(p 0.9, 1-4 rectangles of 10-30 % per side, down-sampled 8-32x and back); no blur. Latent space
+(option): the same four written on normalized latents. Anchors are never degraded; they get one
+shared :func:`affine_params`/:func:`apply_affine` transform (scale 0.8-1.2, shift +-10 %, p 0.5).
 """
 
 from __future__ import annotations

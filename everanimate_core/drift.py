@@ -1,29 +1,14 @@
-"""The long-horizon drift benchmark: ``python -m everanimate_core bench drift``.
+"""The long-horizon drift benchmark: ``python -m everanimate_core bench drift`` (docs/drift.md).
 
-Every variant animates the same held-out SynthDance sequences (test identities, backgrounds and
-motions never seen in training) for 90 s at the tiny model's 8 fps (720 frames, 25 chunks), with
-deterministic sampling (seeded noise, seeded anchor picks), and is scored against the exact ground
-truth frame by frame.
-
-Variants (EverAnimate-Tiny; LoRAs from ``python -m everanimate_core train``, shipped in
-``tiny/weights/lora/``):
-
-    a   decoded-frame carry: the last 5 decoded frames are re-encoded and the last latent becomes
-        the next chunk's motion latent (native continue-motion); reference-only anchors
-    b   latent carry (the sampler's last latent), reference-only anchors
-    c   latent carry + anchors from chunk 0 (Persistent Latent Propagation)
-    c+  c + a LoRA trained with the stage-1 objective for the same steps as d, no corruption
-    d   c + the Restorative Flow Matching LoRA (stage 2, gaussian_timestep, w = 1)
-    e   c + a stage-2 LoRA trained with alpha = 0 (degraded inputs, clean targets)
-    f   d + the opt-in inference-time anchor restoration (gaussian_timestep, strength 1)
-
-Metrics, fixed before any result was looked at: per frame PSNR and SSIM (full frame), PSNR of the
-background (pixels outside the visible figure), identity colour error (mean absolute RGB error in
-levels inside the figure), and the seam ratio (mean frame-to-frame change across chunk joins over
-that inside chunks). A horizon H reports the average over frames [0, H) (a video of length H, the
-paper's framing) and over the last 10 s before H. Each sequence gives one number per metric; the
-table shows the mean over sequences with a 95 % t-interval, and the relative gains use paired
-bootstrap intervals (2000 resamples, seeded).
+Every variant animates the same held-out SynthDance sequences for 90 s at 8 fps (720 frames, 25
+chunks) with seeded sampling and is scored against the exact ground truth frame by frame.
+Variants (EverAnimate-Tiny; LoRAs in ``tiny/weights/lora/``): a decoded-frame carry (last 5 frames
+re-encoded), reference-only anchors; b latent carry, reference-only anchors; c latent carry +
+chunk-0 anchors (PLP); c+ c + stage-1 LoRA; d c + RFM LoRA (stage 2, gaussian_timestep, w 1);
+e c + stage-2 LoRA with alpha 0; f d + inference-time anchor restoration.
+Metrics (fixed before any result): PSNR, SSIM, background PSNR, identity colour error, seam ratio;
+per horizon H the mean over [0, H) and over the last 10 s before H; mean over sequences with a 95 %
+t-interval, relative gains with paired bootstrap intervals (2000 resamples, seeded).
 """
 
 from __future__ import annotations

@@ -1,31 +1,12 @@
 """Read, check and convert LoRA files for Wan2.2-Animate-14B.
 
-The EverAnimate authors publish their LoRAs (``stage1_480p``, ``stage2_480p``,
-``stage3_720p_beta``) as PEFT-style state dicts::
-
-    blocks.7.self_attn.q.lora_A.default.weight   # [rank, in]
-    blocks.7.self_attn.q.lora_B.default.weight   # [out, rank]
-
-The ``.default`` adapter-name infix may be absent, and some exports carry a
-leading ``pipe.dit.``, ``dit.`` or ``model.``. There are no ``alpha`` tensors:
-the scale is 1.0 (alpha = rank), which is also what PEFT does with
-``lora_alpha == r``.
-
-ComfyUI's LoRA loader wants ``diffusion_model.<module>.lora_A.weight`` /
-``.lora_B.weight`` for Wan models (plus ``.alpha`` if present; a missing alpha
-means scale 1.0 there too). Other files in the wild use ComfyUI's own form
-(``diffusion_model.`` prefix, ``lora_A``/``lora_B`` or ``lora_down``/``lora_up``)
-or the kohya form ``lora_unet_blocks_7_self_attn_q.lora_down.weight`` + ``.alpha``.
-
-This module turns any of those into one in-memory form, :class:`LoraFile`, keyed
-by the *canonical module path* (``blocks.7.self_attn.q``: the name the module has
-inside the Wan transformer, with no prefix), and writes it back out either for
-ComfyUI (:func:`to_comfy_keys`) or in the authors' released format
-(:func:`to_released_keys`), so LoRAs we train ourselves look exactly like theirs.
-:func:`match_modules` checks a LoRA against a model before anything is patched,
-so a LoRA made for another model fails loudly instead of silently doing nothing.
-
-Pure torch; never imports ComfyUI.
+Accepted forms: the authors' released PEFT-style files (``blocks.7.self_attn.q.lora_A[.default].weight``,
+optionally behind ``pipe.dit.``/``dit.``/``model.``; no alpha tensors, so scale 1 = alpha/rank),
+ComfyUI's form (``diffusion_model.``, ``lora_A``/``lora_B`` or ``lora_down``/``lora_up``) and kohya's
+(``lora_unet_blocks_7_self_attn_q.lora_down.weight`` + ``.alpha``). All parse into :class:`LoraFile`,
+keyed by the canonical module path (``blocks.7.self_attn.q``), and are written back for ComfyUI
+(:func:`to_comfy_keys`) or in the released format (:func:`to_released_keys`). :func:`match_modules`
+checks a LoRA against a model before anything is patched, so a LoRA for another model fails loudly.
 """
 
 from __future__ import annotations

@@ -1,24 +1,12 @@
 """Resume checkpoints for long runs, stored as safetensors + JSON (never pickle).
 
-A minute-long animation is generated chunk by chunk; if the process dies (out of memory,
-power cut, ComfyUI restart), the run should continue from the last finished chunk instead
-of starting over. Checkpoints therefore have to survive crashes at any moment and must
-never be silently mixed with a run that used other settings.
-
-On-disk layout of one checkpoint ``<name>``:
-
-* ``<name>.safetensors`` - the tensors (plain safetensors, loadable by any tool);
-* ``<name>.json`` - the commit record, written **last**: format version, byte size and
-  sha256 of the safetensors file, and the caller's ``meta`` (which carries the config
-  ``fingerprint`` and, for readable error messages, the ``config`` itself).
-
-Every file is written to a temporary name in the same directory, fsynced, and moved into
-place with ``os.replace``. A checkpoint counts as written only once its JSON is in place.
-Because the tensor file is replaced before the JSON, a crash in between would leave a new
-tensor file next to the old JSON; to keep the *previous* checkpoint readable in that
-case, the old tensor file is first preserved under a hidden hard link
-``.<name>.<sha16>.prev.safetensors`` (named after the hash recorded in the old JSON), which
-:func:`load_state` falls back to, and which the next successful save removes.
+A checkpoint ``<name>`` is ``<name>.safetensors`` (the tensors) plus ``<name>.json``, the commit
+record written last: format version, byte size and sha256 of the tensor file, and the caller's
+``meta`` (config ``fingerprint`` and the ``config`` itself, for messages naming what differs).
+Every file is written to a temporary name, fsynced and moved with ``os.replace``; a checkpoint
+exists once its JSON does. Before the tensor file is replaced, the old one is kept under a hidden
+hard link ``.<name>.<sha16>.prev.safetensors`` so a crash between the two writes leaves the previous
+checkpoint readable (:func:`load_state` falls back to it; the next save removes it).
 """
 
 from __future__ import annotations

@@ -1,31 +1,15 @@
 """LoRA post-training for any velocity-predicting video DiT: latent memory (stage 1) and Restorative
 Flow Matching (stage 2), resumable, exported in the authors' released key format.
 
-The model seam is the sampler's denoiser protocol, ``denoiser(x, sigma, cond) -> velocity``, with
-``sigma`` a tensor of one noise level per sample during training. Everything else is generic:
-
-- :func:`add_lora` puts PEFT LoRA adapters (scale 1: ``lora_alpha = rank``, like the released
-  files) on the ``nn.Linear`` modules whose names end in one of ``spec.targets`` and freezes the
-  rest. It refuses targets that match nothing and ranks larger than a target's smaller side.
-- :func:`rfm_loss` is the objective of METHOD.md section 3. Per sample: a timestep from the
-  shifted 1000-step grid, ONE ``eps`` shared by the clean and the degraded path, the degraded pair
-  used with probability ``p`` drawn ``draws`` times and only where ``sigma >= sigma_gate``
-  (release: 0.8 twice, gate 0.5), input ``x_s_aug`` and target ``(eps - x0) + alpha(s)(x_s_aug -
-  x_s)``; other samples get plain flow matching. Stage 1 is the same loss with no degraded pair.
-  The loss covers all K + G slots and is weighted by the release's timestep weight.
-- :func:`train_lora` runs AdamW over a batch source, writes a checkpoint (LoRA weights, optimizer
-  moments, RNG state, config fingerprint) every ``checkpoint_every`` steps and resumes from it;
-  a checkpoint made with another configuration is refused, naming the keys that differ.
-- :func:`export_released` writes ``<module>.lora_A.default.weight`` / ``lora_B`` with no alpha,
-  which the node pack's loader and PEFT both read.
-
-Pointing it at Wan2.2-Animate-14B (not run here): wrap the DiffSynth/ComfyUI ``WanModel`` in a
-denoiser that calls it with ``t = 1000 * sigma`` and the chunk's ``y``/pose/face/CLIP inputs,
-``add_lora(model, LoraSpec(rank=32))`` (default targets: ``lora.WAN_ANIMATE_TARGETS``, (q, k, v, o of self- and cross-attention
-and ffn.0, ffn.2 of all 40 blocks: 400 modules), ``lr=1e-4``, batch 1, and a batch source that VAE-
-encodes the previous real chunk (motion latent = its last latent, anchors = 3 random frames each
-encoded alone + the reference, shared affine p 0.5, first-chunk mode p 0.2) and the degraded target
-chunk (:mod:`everanimate_core.degrade`, pixel space). The export then has the released file's keys.
+The model seam is the denoiser protocol ``denoiser(x, sigma, cond) -> velocity`` (one sigma per
+sample here). :func:`add_lora` injects PEFT adapters (``lora_alpha = rank``) on the Linear modules
+named by ``spec.targets`` and freezes the rest; :func:`rfm_loss` is METHOD.md section 3 (one eps
+shared by the clean and degraded paths, degraded pair with probability ``p ** draws`` where
+``sigma >= sigma_gate``, release 0.8, 2, 0.5; loss over all K + G slots with the release's timestep
+weight); :func:`train_lora` runs AdamW with checkpoints that refuse another configuration;
+:func:`export_released` writes ``<module>.lora_A.default.weight`` / ``lora_B``. For Wan2.2-Animate
+(not run here): ``LoraSpec(rank=32)`` (``lora.WAN_ANIMATE_TARGETS``, 400 modules), ``lr=1e-4``,
+batch 1, and a batch source built like ``tiny/rfm_data.py`` (docs/training.md).
 """
 
 from __future__ import annotations

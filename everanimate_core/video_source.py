@@ -1,20 +1,11 @@
 """Driving frames read from a video file window by window, never the whole clip.
 
-A minute of 480x832 pose video is ~7 GB as a float IMAGE batch; as a file it is a few MB. The
-chunk loop only ever needs one window (77 frames) at a time, so :class:`VideoFileFrames` keeps a
-packet index of the file and decodes a window on demand:
-
-* Opening demuxes the video stream once (no decoding) and records every frame's timestamp and
-  which frames are keyframes: the frame count is exact (what a full decode yields) and so is the
-  frame rate, and a file that is empty, unreadable or cut short is refused before anything runs.
-* ``frames[indices]`` takes any index array (ping-pong windows run backwards, held frames repeat):
-  the distinct frames are sorted and decoded once each, in runs, seeking to the keyframe at or
-  before each run, then put back in the requested order.
-* Frames are fitted to width x height with :func:`everanimate_core.resize.fit_frames`, the same
-  resize the IMAGE path uses, one small batch at a time: memory holds the window, not the clip.
-
-A file that is truncated or replaced while a run reads it fails at the window it can no longer
-decode, with a :class:`DrivingVideoError` that says which frames are missing.
+:class:`VideoFileFrames` demuxes the file once on opening (no decoding) to index every frame's
+timestamp and keyframe, so the frame count and rate are exact and an empty, unreadable or cut-short
+file is refused up front. ``frames[indices]`` takes any index array (ping-pong, held frames): the
+distinct frames are decoded once each, in runs from the preceding keyframe, fitted with
+:func:`everanimate_core.resize.fit_frames` a small batch at a time, and returned in the requested
+order. A file truncated or replaced mid-run fails at that window with a :class:`DrivingVideoError`.
 """
 
 from __future__ import annotations

@@ -1,55 +1,20 @@
-"""SynthDance: synthetic "human animation" videos with exact ground truth, for CPU-sized models.
+"""SynthDance: synthetic human-animation videos with exact ground truth, cheap enough for a CPU.
 
-Why this exists
----------------
-EverAnimate animates a reference image of a person with a driving pose video, minutes long,
-chunk after chunk, keeping the person's identity stable with a latent memory. Testing that
-loop end to end needs a video model, and the real one (Wan2.2-Animate) needs a large GPU.
-The tiny model in :mod:`everanimate_core.tiny` is trained and evaluated on SynthDance instead:
-data that has the *structure* of human animation and the failure modes that matter, yet is
-cheap enough to render on one CPU core and has exact ground truth for any length.
+A sequence (:func:`make_sequence`) is an **identity** (:class:`Identity`: an articulated 2D figure
+with per-identity colours, a clothing pattern and a **back marker** drawn only while the figure
+faces away, so it is never in the front-facing reference and only memory can get later turns
+right), a static textured **background** with a foreground **occluder** (pillar or crate), and a
+**motion** (:class:`Motion`): joint angles as sums of incommensurate sinusoids, wandering and
+turning front -> side -> back several times a minute, a pure function of time. Renderers give RGB
+frames with a visibility mask (:func:`render_frames`), an OpenPose-like skeleton video
+(:func:`render_pose`) and the reference (:func:`render_reference`).
 
-What a sequence contains
-------------------------
-* an **identity** (:class:`Identity`): an articulated 2D figure with per-identity colours for
-  skin, hair, torso, upper/lower arms, thighs and shins, a clothing pattern on the torso
-  (stripes, checks or dots) and a **back marker**, a bright saturated shape on the back of the
-  torso that is drawn *only while the figure faces away from the camera*. The reference image
-  is front-facing, so the marker is never in it: a model can only get the back right on the
-  second and later turns by remembering what it generated at the first one. This is exactly
-  what persistent memory across chunks is for, and drift shows up as a wrong/missing marker.
-* a static textured **background** (:func:`make_background`) and a static foreground
-  **occluder** (:class:`Occluder`, a pillar or a crate) that the figure sometimes passes
-  behind; the occluder is part of the scene and is drawn over the figure.
-* a **motion** (:class:`Motion`): a dance given as a pure function of time. Joint angles are
-  sums of sinusoids with incommensurate frequencies and slow amplitude envelopes, the figure
-  wanders left and right, and it turns front -> side -> back several times a minute at 8 fps.
-  Any frame range of any length renders without rendering earlier frames.
-* renderers for the RGB frames with a visibility mask (:func:`render_frames`), an
-  OpenPose-like skeleton video (:func:`render_pose`, the "driving video", which never shows
-  identity colours) and the canonical reference image (:func:`render_reference`).
-
-Colour rules (they make the ground truth checkable)
----------------------------------------------------
-Scene and identity colours (skin, clothes, hair, background, occluder) are muted: no channel
-above ``SCENE_MAX_LEVEL`` (217). Back-marker colours and skeleton colours are fully saturated
-and always have a channel at 255, so a fully covered marker or skeleton pixel can never be
-confused with anything else in the scene.
-
-Geometry and rendering
-----------------------
-A pose is a small 3D skeleton (x: the figure's left, y: up, z: the figure's forward, in units
-of the figure's height), rotated about the vertical axis by the facing angle and projected
-orthographically. Body parts are tapered capsules and discs, rendered with analytic,
-signed-distance anti-aliasing (coverage = clip(0.5 - distance_in_pixels, 0, 1)) in a window
-around the figure, vectorised over frames; parts are composited front to back in per-frame
-depth order, so limbs cross and occlude the torso and each other. Everything is pure numpy
-and elementwise per pixel, so a frame's pixels do not depend on which range it was rendered
-in. 1000 frames at 64x64 take well under two seconds on one core.
-
-Splits: ``"train"`` and ``"test"`` draw every random choice from disjoint seed streams
-(the split is part of the seed), so test identities, backgrounds and motions are never seen
-in training. All generators are deterministic.
+Colour rules: scene and identity colours stay at or below ``SCENE_MAX_LEVEL`` (217); marker and
+skeleton colours are saturated with a channel at 255, so they are never confused with the scene.
+Rendering: a 3D skeleton rotated by the facing angle and projected orthographically; tapered
+capsules and discs with analytic signed-distance anti-aliasing, composited in per-frame depth
+order; pure elementwise numpy, so any frame range renders alone and identically (1000 frames at
+64x64 in under two seconds on one core). Splits ``train``/``test`` use disjoint seed streams.
 """
 
 from __future__ import annotations

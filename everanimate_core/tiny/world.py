@@ -1,57 +1,21 @@
-"""SynthDance World: a SynthDance scene with state that only earlier frames show.
+"""SynthDance World: a SynthDance scene with state that only earlier frames show (docs/world.md).
 
-Why this exists
----------------
-Plain SynthDance (:mod:`everanimate_core.tiny.synthdance`) has a static scene: the reference
-image and the pose window determine every frame of a chunk, so a model never needs its latent
-memory (docs/TOY.md: zeroing the motion latent of EverAnimate-Tiny v1 costs 0.01 dB). In this
-world the scene has a state that changes over time and that neither the reference nor the
-current pose window shows:
+In plain SynthDance the reference and the pose window determine every frame, so memory is never
+needed. Here the scene has a state neither shows: a **camera** panning over a wide plate
+(``plate_factor``) that follows the dancer with a first-order lag (``lag_s``; the pose is in camera
+coordinates, so the camera position is the integral of the pose history); **revealed plate**
+regions that leave and return (``revisited`` masks, ``revisit_lag``); a wall **panel** whose colour
+switches at Poisson times (``panel_mean_s``, ``panel_colors``; the reference shows colour 0); an
+optional bouncing **prop**. No lighting change (it would clash with the RFM brightness term).
 
-* **camera**: a wide textured plate fixed in the world (``plate_factor`` frame widths) is seen
-  through a camera that pans slowly. The camera follows the dancer with a lag (a first-order
-  low-pass of the dancer's world position, time constant ``lag_s``), as a camera operator
-  would. The dancer and the **pose video are in camera coordinates**, so the pose shows the
-  dancer's offset from the camera's aim, never the camera itself. The camera velocity equals
-  that offset divided by the lag, so the camera position at frame t is the integral of the
-  pose offsets over the whole history: it is recoverable from all earlier frames (and the
-  whole driving video), never from one window.
-* **revealed plate**: the pan shows plate regions that the first view (the reference) does not;
-  once seen, a region leaves and comes back later (``revisited`` masks mark where it was seen at
-  least ``revisit_lag`` frames before).
-* **panel**: a framed wall panel, fixed in the world and fully inside the first view, whose
-  inner colour switches at random times (a Poisson process, mean ``panel_mean_s`` seconds)
-  among ``panel_colors`` muted colours of the sequence. The reference shows colour 0 only.
-  The switch times are in no conditioning signal: after a switch only earlier frames show the
-  current colour.
-* **prop** (``prop=True``): a ball bouncing back and forth along the floor of the plate on its
-  own path, behind the dancer.
-
-There is no lighting change (it would clash with the brightness term of the RFM degradations).
-
-Interface
----------
-:func:`make_world_sequence` returns a :class:`WorldSequence` with the interface of
-:class:`~everanimate_core.tiny.synthdance.Sequence` that the tiny training and bench code uses:
-``reference()``, ``frames(start, stop)``, ``pose(start, stop)``, ``render(start, stop)``,
-``mask(start, stop)``, plus ``render_world(start, stop)`` (frames and every scene mask),
-``camera``, ``panel_index``, ``panel_color``, ``empty_frames`` (the plate alone, with the true
-state) and ``first_view`` (the empty scene as the reference shows it). Any frame range renders
-on its own (frame k depends only on k) at any resolution; everything is pure numpy.
-
-Seed stream
------------
-Every random choice of the world (plate, camera travel, lag, panel, panel switches, prop) is
-drawn from ``SeedSequence([WORLD_SEED, split seed, kind, index, ...])``: a stream of its own,
-disjoint from every plain SynthDance stream (those start with the split seed), so plain
-sequences are bit-for-bit unchanged. The dancer (identity and motion) of world sequence i of
-a split is SynthDance's identity i and motion i of the same split (held-out identities stay
-held out); both can be overridden. World splits have a fixed size (``train_size``,
-``test_size``): an index outside is refused.
-
-Scene-state metrics: :func:`region_psnr`, :func:`panel_color_error` and :func:`score_world`;
-the bound of memoryless predictors: :func:`memoryless_bounds` and
-``python -m everanimate_core bench world`` (docs/world.md).
+:func:`make_world_sequence` returns a :class:`WorldSequence` with the
+:class:`~everanimate_core.tiny.synthdance.Sequence` interface plus ``render_world``, ``camera``,
+``panel_index``, ``panel_color``, ``empty_frames`` and ``first_view``; frame k depends only on k.
+Its random choices come from ``SeedSequence([WORLD_SEED, split seed, kind, index, ...])``, disjoint
+from plain SynthDance (whose sequences are unchanged); the dancer of world sequence i is
+SynthDance's identity and motion i; splits have fixed sizes (``train_size``, ``test_size``).
+Metrics: :func:`region_psnr`, :func:`panel_color_error`, :func:`score_world`,
+:func:`memoryless_bounds` (``python -m everanimate_core bench world``).
 """
 
 from __future__ import annotations
