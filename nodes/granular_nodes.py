@@ -34,7 +34,7 @@ from .images import RESIZE_MODES, prepare_reference
 from .output import VideoOutput, output_inputs
 from .progress import ChunkProgress, check_cancel
 from .settings import anchor_inputs, build_settings, cfg_of, chunk_inputs, memory_settings, sampling_inputs, size_inputs
-from .video_input import choose_audio, driving_video, fit_note, resolve_fps
+from .video_input import choose_audio, close_sources, driving_video, fit_note, resolve_fps
 from .wan_patch import require_wan_animate, with_k_anchor_patch
 
 log = logging.getLogger("EverAnimate")
@@ -164,9 +164,7 @@ class ChunkSampler(io.ComfyNode):
                 f"{memory.session_dir}."
             ) from None
         finally:
-            for src in (pose, face):
-                if hasattr(src, "close"):
-                    src.close()
+            close_sources(pose, face)
         save_chunk_latents(memory.session_dir, chunk.index, generated)
         handle = ChunkHandle(
             session_dir=memory.session_dir,

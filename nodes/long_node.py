@@ -28,7 +28,7 @@ from .images import RESIZE_MODES, prepare_reference
 from .output import VideoOutput, output_inputs
 from .progress import ChunkProgress
 from .settings import anchor_inputs, build_settings, cfg_of, chunk_inputs, sampling_inputs, size_inputs
-from .video_input import choose_audio, driving_video, fit_note, resolve_fps
+from .video_input import choose_audio, close_sources, driving_video, fit_note, resolve_fps
 from .wan_patch import require_wan_animate, with_k_anchor_patch
 
 log = logging.getLogger("EverAnimate")
@@ -144,9 +144,7 @@ class LongAnimation(io.ComfyNode):
             kept = f"Chunks 1..{c} are kept in {folder} and their frames in {out.partial_path.name}" if c else "No chunk had finished yet"
             raise DrivingVideoError(f"Chunk {c + 1} of {len(plan)} stopped: {e} {kept}.") from None
         finally:
-            for src in (pose, face):
-                if hasattr(src, "close"):
-                    src.close()
+            close_sources(pose, face)
         log.info("EverAnimate: %d frames in %d chunks written to %s at %s fps", plan.total_frames, len(plan), out.path, float(fps))
         if run_folder == "remove_when_done":
             freed = run.remove()

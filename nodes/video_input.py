@@ -95,6 +95,13 @@ def driving_video(value: Any, label: str, width: int | None = None, height: int 
     )
 
 
+def close_sources(*sources: Any) -> None:
+    """Release the open video files among these frame sources (IMAGE sources hold none)."""
+    for src in sources:
+        if hasattr(src, "close"):
+            src.close()
+
+
 def _image_frames(images: Any, width, height, mode, label) -> ImageFrames:
     if images is None or getattr(images, "ndim", 0) != 4 or images.shape[0] == 0:
         raise ConfigError(f"The {label} is empty: connect a video with at least one frame.")
