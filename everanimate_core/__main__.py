@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cmd, rest = argv[0], argv[1:]
     if cmd == "demo":
-        from .demo import main as demo_main
+        from .apps.demo import main as demo_main
 
         demo_main(rest)
     elif cmd == "train-tiny":
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
         rfm_main(rest)
     elif cmd == "bench":
-        from .bench import main as bench_main
+        from .apps.bench import main as bench_main
 
         bench_main(rest)
     else:

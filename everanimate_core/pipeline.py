@@ -8,9 +8,8 @@ here, once.
 
 from __future__ import annotations
 
-import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
@@ -23,7 +22,10 @@ from .layout import SlotLayout, build_condition
 from .memory import ANCHOR_POLICIES, LatentMemory, init_memory, propagate
 from .plan import ChunkPlan, ChunkSettings, ChunkWindow, chunk_driving_indices, driving_indices, plan_for_driving
 from .sampler import SEED_POLICIES, AnchorRestoration, chunk_noise, chunk_seed
-from .state import config_fingerprint
+from .infra.identity import config_fingerprint, reference_identity
+
+
+MOTION_CARRIES = ("latent", "decoded")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class AnimationSettings:
     anchor_seed: int = defaults.ANCHOR_SEED
     window_mode: str = defaults.WINDOW_MODE
     restoration: AnchorRestoration | None = None
+    motion_carry: str = "latent"  # latent (EverAnimate) | decoded (the drift benchmark's baseline)
 
     def __post_init__(self) -> None:
         if self.seed_policy not in SEED_POLICIES:
@@ -49,6 +52,8 @@ class AnimationSettings:
             )
         if self.steps < 1:
             raise ConfigError(f"steps must be >= 1, got {self.steps}.")
+        if self.motion_carry not in MOTION_CARRIES:
+            raise ConfigError(f"Unknown motion carry {self.motion_carry!r}; choose one of {MOTION_CARRIES}.")
 
     def as_dict(self) -> dict:
         """Plain dict for the fingerprint and the run folder's JSON."""
@@ -65,6 +70,8 @@ class AnimationSettings:
             "restoration": None
             if r is None
             else {"schedule": r.schedule.name, "weight": r.schedule.weight, "strength": r.strength},
+            # only when not the default, so the fingerprints of latent-carry runs stay as they were
+            **({} if self.motion_carry == "latent" else {"motion_carry": self.motion_carry}),
         }
 
 
@@ -170,6 +177,7 @@ class LoopHooks:
     on_step: Callable[[int, int, int, torch.Tensor], None] | None = None
     on_chunk: Callable[[ChunkOutput, int], None] | None = None
     between_chunks: Callable[[int], None] | None = None
+    stop_after: int | None = None  # end after this many chunks of this call (tests of resuming)
 
 
 class FrameSource(Protocol):
@@ -178,25 +186,33 @@ class FrameSource(Protocol):
     def __getitem__(self, idx: Any) -> np.ndarray: ...
 
 
-def run_config(
-    settings: AnimationSettings,
-    reference_frame: np.ndarray,
-    driving_frames: int,
-    total_frames: int | None = None,
-    extra: dict | None = None,
-) -> dict:
+@dataclass
+class RunInputs:
+    """What a run animates: the reference, the driving videos, optional user anchors, the length.
+
+    reference: uint8 [H, W, 3] at the generation size. pose_video / face_video: frame sources read
+    window by window. anchor_frames: extra views for the 'user' anchor policy. total_frames: the
+    output length (None = the pose video's length).
+    """
+
+    reference: np.ndarray
+    pose_video: FrameSource
+    face_video: FrameSource | None = None
+    anchor_frames: Sequence[np.ndarray] = ()
+    total_frames: int | None = None
+
+
+def run_config(settings: AnimationSettings, inputs: RunInputs, total_frames: int, extra: dict | None = None) -> dict:
     """Everything that determines a run's output, as JSON: settings plus input identities.
 
     A run folder made with one config refuses to resume with another (and says which keys differ).
     """
-    ref = np.ascontiguousarray(reference_frame)
     return {
         **settings.as_dict(),
         "inputs": {
-            "reference_sha256": hashlib.sha256(ref.tobytes()).hexdigest()[:16],
-            "reference_shape": list(ref.shape),
-            "driving_frames": int(driving_frames),
-            "total_frames": int(total_frames if total_frames is not None else driving_frames),
+            **reference_identity(inputs.reference),
+            "driving_frames": int(len(inputs.pose_video)),
+            "total_frames": int(total_frames),
             **(extra or {}),
         },
     }
@@ -210,144 +226,176 @@ def run_fingerprint(settings: AnimationSettings, extra: dict | None = None) -> s
     return config_fingerprint(cfg)
 
 
-def start_memory(
-    backend: ChunkBackend,
-    reference_frame: np.ndarray,
-    settings: AnimationSettings,
-    fingerprint: str = "",
-    user_anchor_frames: Sequence[np.ndarray] = (),
-    stats: LoopStats | None = None,
-) -> LatentMemory:
-    """Latent memory before chunk 0: the reference (and any user anchor frame) encoded on its own."""
-    stats = stats or LoopStats()
-    t = time.perf_counter()
-    ref = backend.encode_frame(np.asarray(reference_frame))
-    users = [backend.encode_frame(np.asarray(f)) for f in user_anchor_frames]
-    stats.encode_anchor += time.perf_counter() - t
-    stats.anchor_encodes += 1 + len(users)
-    return init_memory(
-        ref,
-        settings.chunk.anchors,
-        settings.anchor_policy,
-        settings.anchor_seed,
-        users,
-        fingerprint,
-    )
+class ChunkLoop:
+    """The chunk loop over one backend with one set of settings; its steps are public, so the
+    granular nodes run them one node at a time and ``run`` chains them for a whole video.
 
+    ``stats`` accumulates where the time went over every call.
+    """
 
-def sample_chunk_latents(
-    backend: ChunkBackend,
-    memory: LatentMemory,
-    chunk: ChunkWindow,
-    pose_video: FrameSource,
-    reference_frame: np.ndarray,
-    settings: AnimationSettings,
-    face_video: FrameSource | None = None,
-    stats: LoopStats | None = None,
-    on_step: Callable[[int, int, torch.Tensor], None] | None = None,
-) -> tuple[torch.Tensor, np.ndarray]:
-    """Denoise chunk ``memory.chunk_index``; returns (generated latents [C, G, h, w] in model
-    space, the chunk's pose window uint8 [F, H, W, 3]). Raises NonFiniteError on NaN/inf."""
-    stats = stats or LoopStats()
-    if chunk.index != memory.chunk_index:
-        raise ConfigError(
-            f"The memory is ready for chunk {memory.chunk_index} but chunk {chunk.index} was asked for."
+    def __init__(self, backend: ChunkBackend, settings: AnimationSettings, stats: LoopStats | None = None):
+        self.backend = backend
+        self.settings = settings
+        self.stats = stats or LoopStats()
+
+    def plan(self, inputs: RunInputs) -> ChunkPlan:
+        """The chunk plan for these inputs (refuses an empty pose video)."""
+        if len(inputs.pose_video) == 0:
+            raise DrivingVideoError("The pose video is empty. Load a pose video with at least one frame.")
+        return plan_for_driving(len(inputs.pose_video), self.settings.chunk, inputs.total_frames, self.settings.window_mode)
+
+    def start(self, reference: np.ndarray, anchor_frames: Sequence[np.ndarray] = (), fingerprint: str = "") -> LatentMemory:
+        """Latent memory before chunk 0: the reference (and any user anchor frame) encoded on its own;
+        the reference is also chunk 0's CLIP image."""
+        s = self.settings
+        t = time.perf_counter()
+        ref = self.backend.encode_frame(np.asarray(reference))
+        users = [self.backend.encode_frame(np.asarray(f)) for f in anchor_frames]
+        self.stats.encode_anchor += time.perf_counter() - t
+        self.stats.anchor_encodes += 1 + len(users)
+        memory = init_memory(ref, s.chunk.anchors, s.anchor_policy, s.anchor_seed, users, fingerprint)
+        return replace(memory, last_frame=np.array(reference, copy=True))
+
+    def sample(
+        self,
+        memory: LatentMemory,
+        chunk: ChunkWindow,
+        inputs: RunInputs,
+        on_step: Callable[[int, int, torch.Tensor], None] | None = None,
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """Denoise chunk ``memory.chunk_index``; returns (generated latents [C, G, h, w] in model
+        space, the chunk's pose window uint8 [F, H, W, 3]). Raises NonFiniteError on NaN/inf."""
+        s, stats = self.settings, self.stats
+        if chunk.index != memory.chunk_index:
+            raise ConfigError(
+                f"The memory is ready for chunk {memory.chunk_index} but chunk {chunk.index} was asked for."
+            )
+        if memory.last_frame is None:
+            raise ConfigError("The memory has no CLIP image: make it with ChunkLoop.start (Latent Memory Init).")
+        idx = chunk_driving_indices(chunk, len(inputs.pose_video), s.window_mode)
+        pose_frames = np.asarray(inputs.pose_video[idx])
+        face_frames = None
+        if inputs.face_video is not None:
+            fidx = driving_indices(chunk.start, chunk.frames, len(inputs.face_video), s.window_mode)
+            face_frames = np.asarray(inputs.face_video[fidx])
+        t = time.perf_counter()
+        pose = self.backend.encode_pose(pose_frames)
+        stats.encode_pose += time.perf_counter() - t
+        stats.pose_encodes += 1
+        motion = memory.motion if memory.chunk_index > 0 else None
+        condition, mask, layout = build_condition(memory.anchors, motion, chunk.latents)
+        seed = chunk_seed(s.seed, chunk.index, s.seed_policy)
+        request = ChunkRequest(
+            chunk=chunk,
+            seed=seed,
+            noise=chunk_noise((1, *condition.shape), seed),
+            condition=condition,
+            mask=mask,
+            layout=layout,
+            anchors=memory.anchors,
+            pose=pose,
+            clip_image=memory.last_frame,
+            face_frames=face_frames,
+            sigmas=sampling_sigmas(s.steps, s.shift),
+            restoration=s.restoration,
+            on_step=on_step,
         )
-    s = settings.chunk
-    idx = chunk_driving_indices(chunk, len(pose_video), settings.window_mode)
-    pose_frames = np.asarray(pose_video[idx])
-    face_frames = None
-    if face_video is not None:
-        fidx = driving_indices(chunk.start, chunk.frames, len(face_video), settings.window_mode)
-        face_frames = np.asarray(face_video[fidx])
-    t = time.perf_counter()
-    pose = backend.encode_pose(pose_frames)
-    stats.encode_pose += time.perf_counter() - t
-    stats.pose_encodes += 1
-    motion = memory.motion if memory.chunk_index > 0 else None
-    condition, mask, layout = build_condition(memory.anchors, motion, chunk.latents)
-    seed = chunk_seed(settings.seed, chunk.index, settings.seed_policy)
-    noise = chunk_noise((1, *condition.shape), seed)
-    request = ChunkRequest(
-        chunk=chunk,
-        seed=seed,
-        noise=noise,
-        condition=condition,
-        mask=mask,
-        layout=layout,
-        anchors=memory.anchors,
-        pose=pose,
-        clip_image=np.asarray(reference_frame) if memory.last_frame is None else memory.last_frame,
-        face_frames=face_frames,
-        sigmas=sampling_sigmas(settings.steps, settings.shift),
-        restoration=settings.restoration,
-        on_step=on_step,
-    )
-    t = time.perf_counter()
-    latents = backend.sample(request)
-    stats.sample += time.perf_counter() - t
-    generated = latents[:, s.anchors:]
-    if not is_finite(generated):
-        raise NonFiniteError(
-            f"Chunk {chunk.index} produced NaN/inf latents; the finished chunks 0..{chunk.index - 1} "
-            "are kept. Try another seed, fp32/bf16 instead of fp16, or a lower LoRA strength.",
-            chunk.index,
-        )
-    return generated, pose_frames
+        t = time.perf_counter()
+        latents = self.backend.sample(request)
+        stats.sample += time.perf_counter() - t
+        generated = latents[:, s.chunk.anchors:]
+        if not is_finite(generated):
+            raise NonFiniteError(
+                f"Chunk {chunk.index} produced NaN/inf latents; the finished chunks 0..{chunk.index - 1} "
+                "are kept. Try another seed, fp32/bf16 instead of fp16, or a lower LoRA strength.",
+                chunk.index,
+            )
+        return generated, pose_frames
 
+    def decode(self, generated: torch.Tensor) -> np.ndarray:
+        """A chunk's generated latents -> uint8 frames [F, H, W, 3]."""
+        t = time.perf_counter()
+        frames = self.backend.decode(generated)
+        self.stats.decode += time.perf_counter() - t
+        return frames
 
-def decode_chunk(
-    backend: ChunkBackend, generated: torch.Tensor, chunk: ChunkWindow, stats: LoopStats | None = None
-) -> np.ndarray:
-    """Decode a chunk's generated latents to uint8 frames [F, H, W, 3]."""
-    stats = stats or LoopStats()
-    t = time.perf_counter()
-    frames = backend.decode(generated)
-    stats.decode += time.perf_counter() - t
-    return frames
+    def generate(
+        self, memory: LatentMemory, chunk: ChunkWindow, inputs: RunInputs, on_step: Callable | None = None
+    ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """Denoise and decode one chunk: (generated latents, decoded frames, pose window)."""
+        generated, pose_frames = self.sample(memory, chunk, inputs, on_step)
+        return generated, self.decode(generated), pose_frames
 
+    def advance(
+        self, memory: LatentMemory, generated: torch.Tensor, frames: np.ndarray, pose_frames: np.ndarray | None = None
+    ) -> LatentMemory:
+        """Memory for the next chunk; the VAE is called only after chunk 0, for the anchor frames
+        (and, with the ``decoded`` motion carry of the drift baseline, for the carried frames)."""
+        s, calls = self.settings.chunk, [0]
 
-def generate_chunk(
-    backend: ChunkBackend,
-    memory: LatentMemory,
-    chunk: ChunkWindow,
-    pose_video: FrameSource,
-    reference_frame: np.ndarray,
-    settings: AnimationSettings,
-    face_video: FrameSource | None = None,
-    stats: LoopStats | None = None,
-    on_step: Callable[[int, int, torch.Tensor], None] | None = None,
-) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """Denoise and decode one chunk: (generated latents, decoded frames, pose window)."""
-    stats = stats or LoopStats()
-    generated, pose_frames = sample_chunk_latents(
-        backend, memory, chunk, pose_video, reference_frame, settings, face_video, stats, on_step
-    )
-    return generated, decode_chunk(backend, generated, chunk, stats), pose_frames
+        def encode(frame: np.ndarray) -> torch.Tensor:
+            calls[0] += 1
+            return self.backend.encode_frame(frame)
 
+        t = time.perf_counter()
+        new = propagate(memory, generated, frames, encode, s.motion_latents, pose_frames)
+        if self.settings.motion_carry == "decoded":
+            # The baseline EverAnimate replaces: the last 1 + tf*M decoded frames re-encoded as a
+            # video (M latents after the causal first one) instead of the latents themselves.
+            tail = self.backend.encode_pose(frames[-(1 + s.temporal_factor * s.motion_latents):])
+            new = replace(new, motion=tail[:, -s.motion_latents:].clone())
+        self.stats.encode_anchor += time.perf_counter() - t
+        self.stats.anchor_encodes += calls[0]
+        return new
 
-def advance_memory(
-    backend: ChunkBackend,
-    memory: LatentMemory,
-    generated: torch.Tensor,
-    frames: np.ndarray,
-    settings: AnimationSettings,
-    pose_frames: np.ndarray | None = None,
-    stats: LoopStats | None = None,
-) -> LatentMemory:
-    """Memory for the next chunk; the VAE is called only after chunk 0, for the anchor frames."""
-    stats = stats or LoopStats()
-    calls = [0]
+    def run(
+        self,
+        inputs: RunInputs,
+        sink: FrameSink | None = None,
+        store: Any | None = None,
+        hooks: LoopHooks | None = None,
+    ) -> tuple[ChunkPlan, LatentMemory]:
+        """Generate a whole animation chunk by chunk and stream the kept frames to ``sink``.
 
-    def encode(frame: np.ndarray) -> torch.Tensor:
-        calls[0] += 1
-        return backend.encode_frame(frame)
-
-    t = time.perf_counter()
-    new = propagate(memory, generated, frames, encode, settings.chunk.motion_latents, pose_frames)
-    stats.encode_anchor += time.perf_counter() - t
-    stats.anchor_encodes += calls[0]
-    return new
+        With a ``store`` (``infra.runs.RunStore``) every finished chunk is checkpointed; a rerun
+        with the same settings resumes after the last finished chunk and first replays the finished
+        frames into ``sink``, so the output is identical to an uninterrupted run.
+        """
+        hooks = hooks or LoopHooks()
+        stats = self.stats
+        t0 = time.perf_counter()
+        plan = self.plan(inputs)
+        memory = None
+        fingerprint = run_fingerprint(self.settings)
+        if store is not None:
+            fingerprint = store.fingerprint
+            memory = store.resume(sink)
+        if memory is None:
+            memory = self.start(inputs.reference, inputs.anchor_frames, fingerprint)
+        done_here = 0
+        for chunk in plan.chunks[memory.chunk_index :]:
+            if hooks.stop_after is not None and done_here >= hooks.stop_after:
+                break
+            if hooks.between_chunks is not None:
+                hooks.between_chunks(chunk.index)
+            step_cb = None
+            if hooks.on_step is not None:
+                step_cb = lambda i, n, x, c=chunk.index: hooks.on_step(c, i, n, x)  # noqa: E731
+            generated, frames, pose_frames = self.generate(memory, chunk, inputs, step_cb)
+            keep = kept_frames(chunk, frames)
+            memory = self.advance(memory, generated, frames, pose_frames)
+            if store is not None:
+                store.save_chunk(chunk.index, memory, keep)
+            if sink is not None:
+                t = time.perf_counter()
+                sink.write(keep)
+                stats.sink += time.perf_counter() - t
+            stats.chunks += 1
+            done_here += 1
+            if hooks.on_chunk is not None:
+                hooks.on_chunk(ChunkOutput(chunk, generated, keep, memory), len(plan))
+        stats.total += time.perf_counter() - t0
+        return plan, memory
 
 
 def kept_frames(chunk: ChunkWindow, frames: np.ndarray) -> np.ndarray:
@@ -357,60 +405,13 @@ def kept_frames(chunk: ChunkWindow, frames: np.ndarray) -> np.ndarray:
 
 def run_animation(
     backend: ChunkBackend,
-    reference_frame: np.ndarray,
-    pose_video: FrameSource,
+    inputs: RunInputs,
     settings: AnimationSettings,
     sink: FrameSink | None = None,
-    total_frames: int | None = None,
-    face_video: FrameSource | None = None,
-    user_anchor_frames: Sequence[np.ndarray] = (),
-    run_folder: "Any | None" = None,
+    store: Any | None = None,
     hooks: LoopHooks | None = None,
-    stop_after: int | None = None,
 ) -> tuple[ChunkPlan, LatentMemory, LoopStats]:
-    """Generate a whole animation chunk by chunk and stream the kept frames to ``sink``.
-
-    With a ``run_folder`` (see ``runs.AnimationRun``) every finished chunk is checkpointed; a rerun
-    with the same settings resumes after the last finished chunk and first replays the finished
-    frames into ``sink``, so the output is identical to an uninterrupted run. ``stop_after`` ends
-    the loop after that many chunks of this call (used to test resuming).
-    """
-    hooks = hooks or LoopHooks()
-    stats = LoopStats()
-    t0 = time.perf_counter()
-    if len(pose_video) == 0:
-        raise DrivingVideoError("The pose video is empty. Load a pose video with at least one frame.")
-    plan = plan_for_driving(len(pose_video), settings.chunk, total_frames, settings.window_mode)
-    memory = None
-    fingerprint = run_fingerprint(settings)
-    if run_folder is not None:
-        fingerprint = run_folder.fingerprint
-        memory = run_folder.resume(sink)
-    if memory is None:
-        memory = start_memory(backend, reference_frame, settings, fingerprint, user_anchor_frames, stats)
-    done_here = 0
-    for chunk in plan.chunks[memory.chunk_index :]:
-        if stop_after is not None and done_here >= stop_after:
-            break
-        if hooks.between_chunks is not None:
-            hooks.between_chunks(chunk.index)
-        step_cb = None
-        if hooks.on_step is not None:
-            step_cb = lambda i, n, x, c=chunk.index: hooks.on_step(c, i, n, x)  # noqa: E731
-        generated, frames, pose_frames = generate_chunk(
-            backend, memory, chunk, pose_video, reference_frame, settings, face_video, stats, step_cb
-        )
-        keep = kept_frames(chunk, frames)
-        memory = advance_memory(backend, memory, generated, frames, settings, pose_frames, stats)
-        if run_folder is not None:
-            run_folder.save_chunk(chunk.index, memory, keep)
-        if sink is not None:
-            t = time.perf_counter()
-            sink.write(keep)
-            stats.sink += time.perf_counter() - t
-        stats.chunks += 1
-        done_here += 1
-        if hooks.on_chunk is not None:
-            hooks.on_chunk(ChunkOutput(chunk, generated, keep, memory), len(plan))
-    stats.total = time.perf_counter() - t0
-    return plan, memory, stats
+    """``ChunkLoop(backend, settings).run(...)``, returning its stats too."""
+    loop = ChunkLoop(backend, settings)
+    plan, memory = loop.run(inputs, sink, store, hooks)
+    return plan, memory, loop.stats

@@ -7,33 +7,24 @@ EVERANIMATE_MEMORY / EVERANIMATE_CHUNK sockets and in the session folder on disk
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from .api_version import io
 
 from everanimate_core.errors import ConfigError, DrivingVideoError
-from everanimate_core.pipeline import advance_memory, decode_chunk, kept_frames, sample_chunk_latents, start_memory
-from everanimate_core.plan import ChunkWindow, plan_for_driving
-from everanimate_core.runs import read_segment, write_segment
+from everanimate_core.infra.identity import array_digest, reference_identity
+from everanimate_core.infra.runs import RunStore
+from everanimate_core.pipeline import AnimationSettings, ChunkLoop, RunInputs, kept_frames
+from everanimate_core.plan import ChunkSettings, ChunkWindow
 
 from .comfy_backend import ComfyWanBackend, DecodeOptions, require_even_resolution
-from .graph_state import (
-    CHUNK_TYPE,
-    MEMORY_TYPE,
-    ChunkHandle,
-    GraphMemory,
-    check_chunk_follows,
-    frames_path,
-    load_chunk_latents,
-    plan_to_dicts,
-    save_chunk_latents,
-    session_dir_for,
-)
+from .sockets import CHUNK_TYPE, MEMORY_TYPE, ChunkHandle, GraphMemory, check_chunk_follows, plan_to_dicts
 from .images import RESIZE_MODES, prepare_reference
 from .output import VideoOutput, output_inputs
 from .progress import ChunkProgress, check_cancel
-from .settings import anchor_inputs, build_settings, cfg_of, chunk_inputs, memory_settings, sampling_inputs, size_inputs
+from .settings import anchor_inputs, build_settings, cfg_of, chunk_inputs, sampling_inputs, size_inputs
 from .video_input import choose_audio, close_sources, driving_video, fit_note, resolve_fps
 from .wan_patch import require_wan_animate, with_k_anchor_patch
 
@@ -77,16 +68,15 @@ class LatentMemoryInit(io.ComfyNode):
     def execute(cls, vae, reference_image, width, height, resize_mode, anchors, anchor_policy, anchor_seed, session_name, anchor_images=None) -> io.NodeOutput:
         require_even_resolution(width, height)
         ref, users = prepare_reference(reference_image, anchor_images, width, height, resize_mode)
-        settings = memory_settings(anchors, anchor_policy, anchor_seed)
-        backend = ComfyWanBackend(_LatentOnly(), vae, None, None)
-        memory = start_memory(backend, ref, settings, user_anchor_frames=users)
-        folder = session_dir_for(
-            everanimate_root(),
-            session_name,
-            {"ref": ref.tobytes().hex()[:4096], "shape": ref.shape, "K": anchors, "policy": anchor_policy, "seed": anchor_seed, "users": len(users)},
-        )
-        folder.mkdir(parents=True, exist_ok=True)
-        return io.NodeOutput(GraphMemory(memory, ref, str(folder), width, height, resize_mode))
+        # Only K and the anchor pick matter here; the sampler's settings come with the Chunk Sampler.
+        settings = AnimationSettings(chunk=ChunkSettings(anchors=anchors), anchor_policy=anchor_policy, anchor_seed=anchor_seed)
+        memory = ChunkLoop(ComfyWanBackend(_LatentOnly(), vae, None, None), settings).start(ref, users)
+        session = {
+            "session": "granular", **reference_identity(ref), "anchors": anchors, "anchor_policy": anchor_policy,
+            "anchor_seed": anchor_seed, "users": len(users), "users_sha256": array_digest(*users),
+        }
+        store = RunStore.open(everanimate_root(), session, prefix=session_name)
+        return io.NodeOutput(GraphMemory(memory, ref, store, width, height, resize_mode))
 
 
 class _LatentOnly:
@@ -141,7 +131,10 @@ class ChunkSampler(io.ComfyNode):
         driving = driving_video(pose_video, "pose video", memory.width, memory.height, memory.resize_mode)
         pose = driving.frames
         face = None if face_video is None else driving_video(face_video, "face video").frames
-        plan = plan_for_driving(len(pose), settings.chunk, total_frames or None, settings.window_mode)
+        inputs = RunInputs(memory.reference, pose, face, total_frames=total_frames or None)
+        backend = ComfyWanBackend(with_k_anchor_patch(model, mem.num_anchors), vae, positive, negative, clip_vision, cfg_of(kw))
+        loop = ChunkLoop(backend, settings)
+        plan = loop.plan(inputs)
         if mem.chunk_index >= len(plan):
             raise ConfigError(
                 f"The video is complete: all {len(plan)} chunks for {plan.total_frames} frames are done. "
@@ -153,21 +146,18 @@ class ChunkSampler(io.ComfyNode):
         if note:
             progress.text(note)
         progress.text(f"EverAnimate: chunk {chunk.index + 1} of {len(plan)}")
-        backend = ComfyWanBackend(with_k_anchor_patch(model, mem.num_anchors), vae, positive, negative, clip_vision, cfg_of(kw))
         try:
-            generated, pose_frames = sample_chunk_latents(
-                backend, mem, chunk, pose, memory.reference, settings, face, on_step=lambda i, n, x: progress.on_step(0, i, n)
-            )
+            generated, pose_frames = loop.sample(mem, chunk, inputs, on_step=lambda i, n, x: progress.on_step(0, i, n))
         except DrivingVideoError as e:
             raise DrivingVideoError(
                 f"Chunk {chunk.index + 1} of {len(plan)} stopped: {e} The earlier chunks' latents stay in "
-                f"{memory.session_dir}."
+                f"{memory.store.path}."
             ) from None
         finally:
             close_sources(pose, face)
-        save_chunk_latents(memory.session_dir, chunk.index, generated)
+        memory.store.save_latents(chunk.index, generated)
         handle = ChunkHandle(
-            session_dir=memory.session_dir,
+            store=memory.store,
             index=chunk.index,
             plan_total=plan.total_frames,
             settings=settings.chunk.as_dict(),
@@ -181,13 +171,11 @@ class ChunkSampler(io.ComfyNode):
 
 def chunk_frames(vae, handle: ChunkHandle, index: int, decode: DecodeOptions) -> np.ndarray:
     """Kept frames of chunk ``index``: from the lossless segment if one exists, else decoded now."""
-    seg = frames_path(handle.session_dir, index)
-    if seg.exists():
-        return read_segment(seg)
+    frames = handle.store.load_frames(index)
+    if frames is not None:
+        return frames
     backend = ComfyWanBackend(_LatentOnly(), vae, None, None, decode=decode)
-    w = ChunkWindow(**handle.chunks[index])
-    frames = decode_chunk(backend, load_chunk_latents(handle.session_dir, index), w)
-    return kept_frames(w, frames)
+    return kept_frames(ChunkWindow(**handle.chunks[index]), backend.decode(handle.store.load_latents(index)))
 
 
 class MemoryPropagate(io.ComfyNode):
@@ -217,13 +205,12 @@ class MemoryPropagate(io.ComfyNode):
         check_chunk_follows(memory, chunk)
         check_cancel()
         backend = ComfyWanBackend(_LatentOnly(), vae, None, None, decode=DecodeOptions(tiled=tiled_decode))
-        window = chunk.window
-        generated = load_chunk_latents(chunk.session_dir, chunk.index)
-        frames = decode_chunk(backend, generated, window)
-        write_segment(frames_path(chunk.session_dir, chunk.index), kept_frames(window, frames))
-        settings = memory_settings(memory.memory.num_anchors, chunk=chunk.chunk_settings)
-        new = advance_memory(backend, memory.memory, generated, frames, settings, chunk.pose_window)
-        return io.NodeOutput(GraphMemory(new, memory.reference, memory.session_dir, memory.width, memory.height))
+        loop = ChunkLoop(backend, AnimationSettings(chunk=chunk.chunk_settings))
+        generated = chunk.store.load_latents(chunk.index)
+        frames = loop.decode(generated)
+        chunk.store.save_frames(chunk.index, kept_frames(chunk.window, frames))
+        new = loop.advance(memory.memory, generated, frames, chunk.pose_window)
+        return io.NodeOutput(replace(memory, memory=new))
 
 
 class _PoseFacts:

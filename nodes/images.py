@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from everanimate_core.errors import ConfigError
-from everanimate_core.resize import RESIZE_MODES, resize_images  # noqa: F401  (one resize for IMAGE and VIDEO inputs)
+from everanimate_core.infra.resize import RESIZE_MODES, resize_images  # noqa: F401  (one resize for IMAGE and VIDEO inputs)
 
 
 def image_to_frames(images: torch.Tensor, rounding: str = "round") -> np.ndarray:

@@ -8,22 +8,19 @@ last finished chunk and produces the same video as an uninterrupted run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-
-import numpy as np
 
 from .api_version import io
 
 from everanimate_core.errors import ConfigError, DrivingVideoError
-from everanimate_core.pipeline import LoopHooks, run_animation, run_config
-from everanimate_core.plan import plan_for_driving
-from everanimate_core.runs import AnimationRun
+from everanimate_core.infra.identity import array_digest
+from everanimate_core.infra.runs import RunStore
+from everanimate_core.pipeline import ChunkLoop, LoopHooks, RunInputs, run_config
 
 from .comfy_backend import ComfyWanBackend, DecodeOptions, require_even_resolution
 from .granular_nodes import everanimate_root
-from .graph_state import upstream_signature
+from .sockets import upstream_signature
 from .images import RESIZE_MODES, prepare_reference
 from .output import VideoOutput, output_inputs
 from .progress import ChunkProgress
@@ -102,29 +99,30 @@ class LongAnimation(io.ComfyNode):
                 "own length with the '%s' window mode (the release does the same).", len(face), len(pose), settings.window_mode,
             )
         total = int(round(duration_seconds * float(fps))) if duration_seconds > 0 else None
-        plan = plan_for_driving(len(pose), settings.chunk, total, settings.window_mode)
+        inputs = RunInputs(ref, pose, face, users, total)
+        backend = ComfyWanBackend(
+            with_k_anchor_patch(model, settings.chunk.anchors), vae, positive, negative, clip_vision,
+            cfg_of(kw), decode=DecodeOptions(tiled=tiled_decode),
+        )
+        loop = ChunkLoop(backend, settings)
+        plan = loop.plan(inputs)
         config = run_config(
-            settings, ref, len(pose), plan.total_frames,
+            settings, inputs, plan.total_frames,
             extra={
                 "face_frames": 0 if face is None else len(face), "cfg": cfg_of(kw),
                 "upstream": upstream_signature(cls.hidden.prompt, cls.hidden.unique_id), "users": len(users),
                 "pose": driving.identity, "face": None if face_driving is None else face_driving.identity,
-                "users_sha256": hashlib.sha256(b"".join(np.ascontiguousarray(u).tobytes() for u in users)).hexdigest()[:16],
+                "users_sha256": array_digest(*users),
             },
         )
-        runs = everanimate_root() / "runs"
-        folder = runs / run_name if run_name else runs / f"run_{AnimationRun(runs / '_', config).fingerprint[:16]}"
-        run = AnimationRun(folder, config)
-        done = run.finished() if (folder / "progress.json").exists() else 0
+        run = RunStore.open(everanimate_root() / "runs", config, name=run_name)
+        folder = run.path
+        done = run.finished()
         progress = ChunkProgress(len(plan), settings.steps, cls.hidden.unique_id, first_chunk=done)
         for note in notes:
             progress.text(note)
         if done:
             progress.text(f"EverAnimate: resuming after chunk {done} of {len(plan)} from {folder}")
-        backend = ComfyWanBackend(
-            with_k_anchor_patch(model, settings.chunk.anchors), vae, positive, negative, clip_vision,
-            cfg_of(kw), decode=DecodeOptions(tiled=tiled_decode),
-        )
         current = [done]
 
         def between_chunks(c: int) -> None:
@@ -138,7 +136,7 @@ class LongAnimation(io.ComfyNode):
         )
         try:
             with out.writer(sound) as sink:
-                _, _, stats = run_animation(backend, ref, pose, settings, sink, plan.total_frames, face, users, run, hooks)
+                loop.run(inputs, sink, run, hooks)
         except DrivingVideoError as e:
             c = current[0]
             kept = f"Chunks 1..{c} are kept in {folder} and their frames in {out.partial_path.name}" if c else "No chunk had finished yet"
@@ -150,5 +148,5 @@ class LongAnimation(io.ComfyNode):
             freed = run.remove()
             log.info("EverAnimate: removed the run folder %s (%.1f MB); set run_folder to keep to keep it.", folder, freed / 1e6)
         vae_calls = {"vae_frame_encodes": backend.frame_encodes, "vae_video_encodes": backend.video_encodes}
-        log.info("EverAnimate stats: %s", json.dumps({**stats.as_dict(), **vae_calls}))
+        log.info("EverAnimate stats: %s", json.dumps({**loop.stats.as_dict(), **vae_calls}))
         return out.node_output()

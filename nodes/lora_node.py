@@ -8,7 +8,7 @@ from .api_version import io
 
 from everanimate_core import defaults as release
 from everanimate_core.errors import ConfigError
-from everanimate_core.lora import match_modules, parse_lora_state_dict, to_comfy_keys
+from everanimate_core.infra.lora import match_modules, parse_lora_state_dict, to_comfy_keys
 
 from .wan_patch import require_wan_animate, with_k_anchor_patch, with_shift
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from .api_version import io, ui
 
-from everanimate_core.video import StreamingVideoWriter
+from everanimate_core.infra.video import StreamingVideoWriter
 
 from .images import frames_to_image
 

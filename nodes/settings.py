@@ -86,16 +86,6 @@ def build_settings(kw: dict) -> AnimationSettings:
     )
 
 
-def memory_settings(anchors: int, anchor_policy: str = release.ANCHOR_POLICY, anchor_seed: int = release.ANCHOR_SEED,
-                    chunk: ChunkSettings | None = None) -> AnimationSettings:
-    """Settings for the nodes that only build or carry the latent memory (Memory Init, Memory
-    Propagate): K, the anchor pick and the chunk shape matter there; everything else is the release's."""
-    c = chunk or ChunkSettings()
-    return build_settings(
-        dict(frames_per_chunk=c.frames, overlap=c.overlap, anchors=anchors, anchor_policy=anchor_policy, anchor_seed=anchor_seed)
-    )
-
-
 def cfg_of(kw: dict) -> float:
     """The cfg widget's value (release 1.0)."""
     return float(kw.get("cfg", release.CFG))

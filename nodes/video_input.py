@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from everanimate_core.audio import AudioTrack, WaveformAudio, file_audio
+from everanimate_core.infra.audio import AudioTrack, WaveformAudio, file_audio
 from everanimate_core.errors import ConfigError
-from everanimate_core.resize import describe_fit
-from everanimate_core.video_source import VideoFileFrames
+from everanimate_core.infra.resize import describe_fit
+from everanimate_core.infra.video_source import VideoFileFrames
 
 from .images import ImageFrames
 

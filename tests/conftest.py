@@ -25,7 +25,7 @@ def parity_dir() -> Path:
         pytest.skip(f"parity fixtures not found at {d} (they live in ../shared/fixtures beside the checkout)")
     return d
 
-# The node helpers (nodes/graph_state.py, nodes/images.py, nodes/wan_patch.py) import ComfyUI only
+# The node helpers (nodes/sockets.py, nodes/images.py, nodes/wan_patch.py) import ComfyUI only
 # inside functions, so their unit tests run on a bare Python with the repository root on sys.path.
 import sys  # noqa: E402
 

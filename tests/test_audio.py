@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from everanimate_core.audio import FileAudio, WaveformAudio, file_audio
+from everanimate_core.infra.audio import FileAudio, WaveformAudio, file_audio
 from everanimate_core.errors import ConfigError
-from everanimate_core.video import StreamingVideoWriter
+from everanimate_core.infra.video import StreamingVideoWriter
 
 FAST = {"preset": "ultrafast"}
 

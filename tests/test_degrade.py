@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from everanimate_core.degrade import (
+from everanimate_core.training.degrade import (
     AffineParams,
     DegradeConfig,
     DegradeParams,

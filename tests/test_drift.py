@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from everanimate_core.drift import (
+from everanimate_core.apps.drift import (
     VARIANTS,
     LORA_DIR,
     bench_drift,

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from everanimate_core.errors import ConfigError, EverAnimateError
-from everanimate_core.lora import (
+from everanimate_core.infra.lora import (
     LoraFile,
     canonical_module_name,
     expected_wan_animate_modules,

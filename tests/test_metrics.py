@@ -1,4 +1,4 @@
-"""Tests for everanimate_core.metrics."""
+"""Tests for everanimate_core.apps.metrics."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from everanimate_core.errors import EverAnimateError
-from everanimate_core.metrics import (
+from everanimate_core.apps.metrics import (
     SeamMeter,
     background_psnr,
     masked_color_error,
@@ -223,7 +223,7 @@ def test_seam_meter_overlap_and_gap() -> None:
 
 def test_block_processing_does_not_change_results(monkeypatch: pytest.MonkeyPatch) -> None:
     """Long clips are processed in memory-bounded blocks; results must not depend on it."""
-    import everanimate_core.metrics as metrics
+    import everanimate_core.apps.metrics as metrics
 
     a = image(shape=(5, 16, 16, 3))
     b = (a.astype(np.int16) + plus_minus(a.shape, 6)).astype(np.uint8)

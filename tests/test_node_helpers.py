@@ -7,15 +7,8 @@ import pytest
 import torch
 
 from everanimate_core.errors import ConfigError, ResumeStateError
-from nodes.graph_state import (
-    ChunkHandle,
-    GraphMemory,
-    check_chunk_follows,
-    load_chunk_latents,
-    save_chunk_latents,
-    session_dir_for,
-    upstream_signature,
-)
+from everanimate_core.infra.runs import RunStore
+from nodes.sockets import ChunkHandle, GraphMemory, check_chunk_follows, upstream_signature
 from nodes.images import ImageFrames, image_to_frames, resize_images
 from nodes.wan_patch import KAnchorPatch
 from everanimate_core.memory import init_memory
@@ -53,25 +46,26 @@ def test_image_frames_converts_only_what_is_asked():
 
 
 def test_session_folders_and_chunk_latents(tmp_path):
-    a = session_dir_for(tmp_path, "my run!", {"k": 4})
-    assert a == session_dir_for(tmp_path, "my run!", {"k": 4}) and a != session_dir_for(tmp_path, "my run!", {"k": 1})
+    store = RunStore.open(tmp_path, {"k": 4}, prefix="my run!")
+    a = store.path
+    assert a == RunStore.open(tmp_path, {"k": 4}, prefix="my run!").path and a != RunStore.open(tmp_path, {"k": 1}, prefix="my run!").path
     assert "/" not in a.name and "!" not in a.name
     lat = torch.randn(16, 5, 2, 2)
-    save_chunk_latents(a, 3, lat)
-    assert torch.equal(load_chunk_latents(a, 3), lat)
+    store.save_latents(3, lat)
+    assert torch.equal(store.load_latents(3), lat)
     with pytest.raises(ResumeStateError, match="Chunk Sampler"):
-        load_chunk_latents(a, 4)
+        store.load_latents(4)
     (a / "latents_00003.safetensors").write_bytes(b"garbage")
     with pytest.raises(ResumeStateError, match="damaged"):
-        load_chunk_latents(a, 3)
+        store.load_latents(3)
 
 
 def test_propagate_refuses_a_chunk_from_elsewhere(tmp_path):
-    mem = GraphMemory(init_memory(torch.zeros(16, 1, 2, 2), 4), np.zeros((16, 16, 3), np.uint8), str(tmp_path / "s1"), 16, 16)
-    handle = ChunkHandle(str(tmp_path / "s1"), 1, 100, {"frames": 77, "overlap": 4, "anchors": 4, "motion_latents": 1, "temporal_factor": 4})
+    mem = GraphMemory(init_memory(torch.zeros(16, 1, 2, 2), 4), np.zeros((16, 16, 3), np.uint8), RunStore(tmp_path / "s1", {}), 16, 16)
+    handle = ChunkHandle(RunStore(tmp_path / "s1", {}), 1, 100, {"frames": 77, "overlap": 4, "anchors": 4, "motion_latents": 1, "temporal_factor": 4})
     with pytest.raises(ConfigError, match="ready for chunk 0"):
         check_chunk_follows(mem, handle)
-    handle.index, handle.session_dir = 0, str(tmp_path / "s2")
+    handle.index, handle.store = 0, RunStore(tmp_path / "s2", {})
     with pytest.raises(ConfigError, match="different sessions"):
         check_chunk_follows(mem, handle)
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from everanimate_core.errors import ConfigError, DrivingVideoError, NonFiniteError, ResumeStateError
-from everanimate_core.pipeline import AnimationSettings, LoopHooks, run_animation, run_config
+from everanimate_core.pipeline import AnimationSettings, LoopHooks, RunInputs, run_animation, run_config
 from everanimate_core.plan import ChunkSettings
-from everanimate_core.runs import AnimationRun, read_segment, write_segment
+from everanimate_core.infra.runs import RunStore, read_segment, write_segment
 from everanimate_core.tiny.backend import TinyBackend, TinyModelConfig, build_models
-from everanimate_core.video import StreamingVideoWriter, read_video
+from everanimate_core.infra.video import StreamingVideoWriter, read_video
 
 SETTINGS = AnimationSettings(chunk=ChunkSettings(13, 4, 3), steps=3)
 
@@ -51,7 +51,7 @@ def _inputs(n=60, seed=0):
 def test_output_length_equals_driving_length(n):
     ref, pose = _inputs(n)
     sink = ListSink()
-    plan, memory, stats = run_animation(_random_backend(), ref, pose, SETTINGS, sink)
+    plan, memory, stats = run_animation(_random_backend(), RunInputs(ref, pose), SETTINGS, sink)
     assert len(sink.frames) == n
     assert memory.chunk_index == len(plan) == stats.chunks
 
@@ -59,7 +59,7 @@ def test_output_length_equals_driving_length(n):
 def test_requested_duration_uses_pingpong_driving():
     ref, pose = _inputs(10)
     sink = ListSink()
-    run_animation(_random_backend(), ref, pose, SETTINGS, sink, total_frames=45)
+    run_animation(_random_backend(), RunInputs(ref, pose, total_frames=45), SETTINGS, sink)
     assert len(sink.frames) == 45
 
 
@@ -71,7 +71,7 @@ def test_no_generated_frame_is_reencoded_after_chunk_zero():
     def on_chunk(out, n):
         encodes_by_chunk[out.chunk.index] = be.frame_encodes
 
-    plan, memory, stats = run_animation(be, ref, pose, SETTINGS, ListSink(), hooks=LoopHooks(on_chunk=on_chunk))
+    plan, memory, stats = run_animation(be, RunInputs(ref, pose), SETTINGS, ListSink(), hooks=LoopHooks(on_chunk=on_chunk))
     k = SETTINGS.chunk.anchors
     assert len(plan) >= 5
     assert encodes_by_chunk[0] == 1 + (k - 1), "reference + K-1 anchor frames of chunk 0, each alone"
@@ -84,7 +84,7 @@ def test_motion_latent_is_carried_in_latent_space():
     be = _random_backend()
     ref, pose = _inputs(30)
     seen = []
-    plan, memory, _ = run_animation(be, ref, pose, SETTINGS, ListSink(), hooks=LoopHooks(on_chunk=lambda o, n: seen.append(o)))
+    plan, memory, _ = run_animation(be, RunInputs(ref, pose), SETTINGS, ListSink(), hooks=LoopHooks(on_chunk=lambda o, n: seen.append(o)))
     for prev, nxt in zip(seen, seen[1:]):
         assert torch.equal(nxt.memory.motion, nxt.latents[:, -1:])
         assert torch.equal(prev.memory.motion, prev.latents[:, -1:])
@@ -94,14 +94,14 @@ def test_resume_after_any_chunk_is_bit_identical(tmp_path):
     be = _random_backend()
     ref, pose = _inputs(50)
     full = ListSink()
-    plan, mem_full, _ = run_animation(be, ref, pose, SETTINGS, full)
-    cfg = run_config(SETTINGS, ref, len(pose))
+    plan, mem_full, _ = run_animation(be, RunInputs(ref, pose), SETTINGS, full)
+    cfg = run_config(SETTINGS, RunInputs(ref, pose), len(pose))
     for k in (1, 3):
         folder = tmp_path / f"run{k}"
-        run_animation(_random_backend(), ref, pose, SETTINGS, ListSink(), run_folder=AnimationRun(folder, cfg), stop_after=k)
-        assert AnimationRun(folder, cfg).finished() == k
+        run_animation(_random_backend(), RunInputs(ref, pose), SETTINGS, ListSink(), store=RunStore(folder, cfg), hooks=LoopHooks(stop_after=k))
+        assert RunStore(folder, cfg).finished() == k
         resumed = ListSink()
-        _, mem_res, _ = run_animation(_random_backend(), ref, pose, SETTINGS, resumed, run_folder=AnimationRun(folder, cfg))
+        _, mem_res, _ = run_animation(_random_backend(), RunInputs(ref, pose), SETTINGS, resumed, store=RunStore(folder, cfg))
         assert np.array_equal(resumed.frames, full.frames)
         assert torch.equal(mem_res.anchors, mem_full.anchors) and torch.equal(mem_res.motion, mem_full.motion)
 
@@ -109,21 +109,21 @@ def test_resume_after_any_chunk_is_bit_identical(tmp_path):
 def test_resume_refuses_other_settings_and_names_the_key(tmp_path):
     be = _random_backend()
     ref, pose = _inputs(30)
-    run_animation(be, ref, pose, SETTINGS, None, run_folder=AnimationRun(tmp_path, run_config(SETTINGS, ref, 30)), stop_after=1)
+    run_animation(be, RunInputs(ref, pose), SETTINGS, None, store=RunStore(tmp_path, run_config(SETTINGS, RunInputs(ref, pose), 30)), hooks=LoopHooks(stop_after=1))
     other = AnimationSettings(chunk=SETTINGS.chunk, steps=4)
     with pytest.raises(ResumeStateError, match="steps"):
-        run_animation(be, ref, pose, other, None, run_folder=AnimationRun(tmp_path, run_config(other, ref, 30)))
+        run_animation(be, RunInputs(ref, pose), other, None, store=RunStore(tmp_path, run_config(other, RunInputs(ref, pose), 30)))
 
 
 def test_corrupted_or_truncated_resume_state_is_refused(tmp_path):
     be = _random_backend()
     ref, pose = _inputs(30)
-    cfg = run_config(SETTINGS, ref, 30)
-    run_animation(be, ref, pose, SETTINGS, None, run_folder=AnimationRun(tmp_path, cfg), stop_after=2)
+    cfg = run_config(SETTINGS, RunInputs(ref, pose), 30)
+    run_animation(be, RunInputs(ref, pose), SETTINGS, None, store=RunStore(tmp_path, cfg), hooks=LoopHooks(stop_after=2))
     st = tmp_path / "chunk_00001.safetensors"
     st.write_bytes(st.read_bytes()[:-7])
     with pytest.raises(ResumeStateError, match="start over|truncated|corrupt"):
-        run_animation(be, ref, pose, SETTINGS, ListSink(), run_folder=AnimationRun(tmp_path, cfg))
+        run_animation(be, RunInputs(ref, pose), SETTINGS, ListSink(), store=RunStore(tmp_path, cfg))
     seg = tmp_path / "frames_00000.mkv"
     seg.write_bytes(b"not a video")
     with pytest.raises(ResumeStateError):
@@ -152,19 +152,19 @@ class NaNAt:
 
 def test_nan_chunk_stops_names_the_chunk_and_keeps_finished_work(tmp_path):
     ref, pose = _inputs(60)
-    cfg = run_config(SETTINGS, ref, 60)
-    run = AnimationRun(tmp_path / "run", cfg)
+    cfg = run_config(SETTINGS, RunInputs(ref, pose), 60)
+    run = RunStore(tmp_path / "run", cfg)
     out = tmp_path / "video.mp4"
     with pytest.raises(NonFiniteError, match="Chunk 2") as e:
         with StreamingVideoWriter(out, 8) as w:
-            run_animation(NaNAt(_random_backend(), 2), ref, pose, SETTINGS, w, run_folder=run)
+            run_animation(NaNAt(_random_backend(), 2), RunInputs(ref, pose), SETTINGS, w, store=run)
     assert e.value.chunk_index == 2
     assert run.finished() == 2, "chunks 0 and 1 are checkpointed"
     partial = tmp_path / "video.partial.mp4"
     assert partial.exists() and not out.exists()
     assert len(read_video(partial)) == 13 + 9, "the finished frames are in the partial video"
     sink = ListSink()
-    run_animation(_random_backend(), ref, pose, SETTINGS, sink, run_folder=AnimationRun(tmp_path / "run", cfg))
+    run_animation(_random_backend(), RunInputs(ref, pose), SETTINGS, sink, store=RunStore(tmp_path / "run", cfg))
     assert len(sink.frames) == 60, "re-running resumes after the failure"
 
 
@@ -172,12 +172,12 @@ def test_bad_inputs_get_clear_errors():
     be = _random_backend()
     ref, pose = _inputs(20)
     with pytest.raises(DrivingVideoError, match="empty"):
-        run_animation(be, ref, pose[:0], SETTINGS, None)
+        run_animation(be, RunInputs(ref, pose[:0]), SETTINGS, None)
     strict = AnimationSettings(chunk=SETTINGS.chunk, steps=2, window_mode="strict")
     with pytest.raises(DrivingVideoError, match="Strict"):
-        run_animation(be, ref, pose, strict, None, total_frames=40)
+        run_animation(be, RunInputs(ref, pose, total_frames=40), strict, None)
     with pytest.raises(ConfigError, match="multiple of 16"):
-        run_animation(be, ref[:, :20], pose[:, :, :20], SETTINGS, None)
+        run_animation(be, RunInputs(ref[:, :20], pose[:, :, :20]), SETTINGS, None)
     with pytest.raises(ConfigError, match="1 mod 4"):
         AnimationSettings(chunk=ChunkSettings(12, 4, 3))
 

@@ -1,4 +1,4 @@
-"""Tests for everanimate_core.state: checkpoints, fingerprints, run folders."""
+"""Tests for everanimate_core.infra.checkpoint: checkpoints, fingerprints, run folders."""
 
 from __future__ import annotations
 
@@ -13,13 +13,9 @@ import pytest
 import torch
 
 from everanimate_core.errors import ConfigError, ResumeStateError
-from everanimate_core.state import (
-    RunFolder,
-    config_diff,
-    config_fingerprint,
-    load_state,
-    save_state,
-)
+from everanimate_core.infra.checkpoint import load_state, save_state
+from everanimate_core.infra.identity import config_diff, config_fingerprint
+from everanimate_core.infra.runs import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = {"frames_per_chunk": 81, "overlap": 5, "cfg": 5.0, "sampler": {"steps": 20, "shift": 3.5}}
@@ -269,7 +265,7 @@ def test_run_folder_across_processes(tmp_path: Path) -> None:
         f"""
         import sys, torch
         sys.path.insert(0, {str(REPO)!r})
-        from everanimate_core.state import RunFolder
+        from everanimate_core.infra.runs import RunFolder
         run = RunFolder({str(tmp_path)!r}, {CONFIG!r}).open_or_create()
         start = run.last_finished() + 1
         x, _ = run.load_chunk(start - 1)

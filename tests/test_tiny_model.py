@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from everanimate_core.bench import bench_chunk0
-from everanimate_core.demo import run_demo
+from everanimate_core.apps.bench import bench_chunk0
+from everanimate_core.apps.demo import run_demo
 from everanimate_core.tiny.backend import WEIGHTS_DIR, load_tiny
 from everanimate_core.tiny.synthdance import make_sequence
 from everanimate_core.tiny.vae import frames_to_tensor, tensor_to_frames
-from everanimate_core.metrics import psnr
-from everanimate_core.video import count_frames, video_info
+from everanimate_core.apps.metrics import psnr
+from everanimate_core.infra.video import count_frames, video_info
 
 # Floors, measured on the shipped weights (`python -m everanimate_core bench chunk0`):
 # chunk-0 PSNR of held-out dancers 0-1 at 20 steps = 24.2 dB (8 dancers: mean 23.2, worst 21.1);
@@ -52,7 +52,7 @@ def test_chunk0_quality_above_floor():
 
 def test_chunk0_beats_a_model_without_the_reference():
     """The animation must use the reference: swapping in another dancer's reference hurts PSNR."""
-    from everanimate_core.pipeline import AnimationSettings, generate_chunk, start_memory
+    from everanimate_core.pipeline import AnimationSettings, ChunkLoop, RunInputs
     from everanimate_core.plan import ChunkSettings, plan_chunks
 
     be = load_tiny()
@@ -64,8 +64,8 @@ def test_chunk0_beats_a_model_without_the_reference():
     pose = seq.pose(0, mc.frames)
     scores = []
     for ref in (seq.reference(), other.reference()):
-        mem = start_memory(be, ref, st)
-        _, frames, _ = generate_chunk(be, mem, chunk, pose, ref, st)
+        loop = ChunkLoop(be, st)
+        _, frames, _ = loop.generate(loop.start(ref), chunk, RunInputs(ref, pose))
         scores.append(psnr(frames, gt))
     assert scores[0] > scores[1] + 2.0, scores
 

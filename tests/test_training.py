@@ -10,11 +10,11 @@ from safetensors.torch import load_file
 
 from everanimate_core.errors import ConfigError, ResumeStateError
 from everanimate_core.flow import AlphaSchedule, training_weight
-from everanimate_core.lora import parse_lora_state_dict, to_comfy_keys
+from everanimate_core.infra.lora import parse_lora_state_dict, to_comfy_keys
 from everanimate_core.sampler import ChunkCondition
 from everanimate_core.tiny.backend import TinyDenoiser, TinyModelConfig
 from everanimate_core.tiny.dit import TinyAnimateDiT
-from everanimate_core.training import (
+from everanimate_core.training.trainer import (
     LoopConfig,
     LoraSpec,
     RFMObjective,
@@ -221,8 +221,8 @@ def test_a_lora_for_another_model_is_refused():
     with pytest.raises(ConfigError, match="another model"):
         merge_lora(small_dit(), other)
     trained = _trained_lora_model()
-    from everanimate_core.training import lora_pairs
-    from everanimate_core.lora import to_released_keys
+    from everanimate_core.training.trainer import lora_pairs
+    from everanimate_core.infra.lora import to_released_keys
 
     wrong_rank = small_dit()
     add_lora(wrong_rank, LoraSpec(rank=2, targets=TINY_TARGETS))

@@ -1,4 +1,4 @@
-"""Tests for everanimate_core.video: streaming writer, readers, side_by_side."""
+"""Tests for everanimate_core.infra.video: streaming writer, readers, side_by_side."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from everanimate_core.errors import ConfigError, EverAnimateError
-from everanimate_core.metrics import psnr
-from everanimate_core.video import (
+from everanimate_core.apps.metrics import psnr
+from everanimate_core.infra.video import (
     StreamingVideoWriter,
     count_frames,
     iter_video_frames,
@@ -152,7 +152,7 @@ MEMORY_SCRIPT = textwrap.dedent(
     import sys
     import numpy as np
     sys.path.insert(0, {repo!r})
-    from everanimate_core.video import StreamingVideoWriter
+    from everanimate_core.infra.video import StreamingVideoWriter
 
     def peak_kib():
         with open("/proc/self/status") as f:
@@ -229,7 +229,7 @@ _ENCODE_ONCE = textwrap.dedent(
     """
     import hashlib, json, os, sys, tempfile
     import numpy as np
-    from everanimate_core.video import StreamingVideoWriter
+    from everanimate_core.infra.video import StreamingVideoWriter
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, (240 + 64, 416 + 64, 3), dtype=np.uint8)
     frames = np.stack([base[i % 32 : i % 32 + 240, 2 * i % 64 : 2 * i % 64 + 416] for i in range(24)])

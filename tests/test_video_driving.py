@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from everanimate_core.errors import DrivingVideoError
-from everanimate_core.pipeline import AnimationSettings, LoopHooks, run_animation, run_config
+from everanimate_core.pipeline import AnimationSettings, LoopHooks, RunInputs, run_animation, run_config
 from everanimate_core.plan import ChunkSettings
-from everanimate_core.runs import AnimationRun
-from everanimate_core.video import StreamingVideoWriter, read_video
-from everanimate_core.video_source import VideoFileFrames
+from everanimate_core.infra.runs import RunStore
+from everanimate_core.infra.video import StreamingVideoWriter, read_video
+from everanimate_core.infra.video_source import VideoFileFrames
 
 from test_pipeline import ListSink, _random_backend
 
@@ -31,8 +31,8 @@ def test_a_video_file_drives_the_loop_like_its_decoded_frames(tmp_path):
     path, pose = _pose_file(tmp_path)
     ref = pose[0]
     from_array, from_file = ListSink(), ListSink()
-    run_animation(_random_backend(), ref, pose, SETTINGS, from_array, total_frames=70)  # ping-pong past the end
-    run_animation(_random_backend(), ref, VideoFileFrames(path), SETTINGS, from_file, total_frames=70)
+    run_animation(_random_backend(), RunInputs(ref, pose, total_frames=70), SETTINGS, from_array)  # ping-pong past the end
+    run_animation(_random_backend(), RunInputs(ref, VideoFileFrames(path), total_frames=70), SETTINGS, from_file)
     assert from_file.frames.shape[0] == 70
     assert np.array_equal(from_file.frames, from_array.frames)
 
@@ -40,8 +40,8 @@ def test_a_video_file_drives_the_loop_like_its_decoded_frames(tmp_path):
 def test_a_file_cut_mid_run_fails_at_that_chunk_and_keeps_finished_chunks_and_the_partial_mp4(tmp_path):
     path, pose = _pose_file(tmp_path)
     original = path.read_bytes()
-    cfg = run_config(SETTINGS, pose[0], len(pose))
-    run = AnimationRun(tmp_path / "run", cfg)
+    cfg = run_config(SETTINGS, RunInputs(pose[0], pose), len(pose))
+    run = RunStore(tmp_path / "run", cfg)
     out = tmp_path / "out.mp4"
 
     def cut_after_chunk_1(o, n):
@@ -50,27 +50,27 @@ def test_a_file_cut_mid_run_fails_at_that_chunk_and_keeps_finished_chunks_and_th
 
     with pytest.raises(DrivingVideoError, match="changed on disk"):
         with StreamingVideoWriter(out, 16, options={"preset": "ultrafast"}) as w:
-            run_animation(_random_backend(), pose[0], VideoFileFrames(path), SETTINGS, w, run_folder=run, hooks=LoopHooks(on_chunk=cut_after_chunk_1))
+            run_animation(_random_backend(), RunInputs(pose[0], VideoFileFrames(path)), SETTINGS, w, store=run, hooks=LoopHooks(on_chunk=cut_after_chunk_1))
     assert run.finished() == 2, "chunks 0 and 1 finished before the cut and stay checkpointed"
     partial = tmp_path / "out.partial.mp4"
     assert partial.exists() and len(read_video(partial)) == 13 + 9
     path.write_bytes(original)  # put the video back: queueing again resumes
     resumed = ListSink()
-    run_animation(_random_backend(), pose[0], VideoFileFrames(path), SETTINGS, resumed, run_folder=AnimationRun(tmp_path / "run", cfg))
+    run_animation(_random_backend(), RunInputs(pose[0], VideoFileFrames(path)), SETTINGS, resumed, store=RunStore(tmp_path / "run", cfg))
     assert len(resumed.frames) == len(pose)
 
 
 def test_a_finished_run_folder_can_be_removed_without_touching_other_files(tmp_path):
     path, pose = _pose_file(tmp_path, 22)
-    cfg = run_config(SETTINGS, pose[0], len(pose))
-    run = AnimationRun(tmp_path / "run", cfg)
-    run_animation(_random_backend(), pose[0], pose, SETTINGS, None, run_folder=run)
+    cfg = run_config(SETTINGS, RunInputs(pose[0], pose), len(pose))
+    run = RunStore(tmp_path / "run", cfg)
+    run_animation(_random_backend(), RunInputs(pose[0], pose), SETTINGS, None, store=run)
     files = sorted(p.name for p in run.path.iterdir())
     assert "progress.json" in files and any(f.startswith("frames_") for f in files) and any(f.startswith("chunk_") for f in files)
     freed = run.remove()
     assert freed > 0 and not run.path.exists()
-    run2 = AnimationRun(tmp_path / "run2", cfg)
-    run_animation(_random_backend(), pose[0], pose, SETTINGS, None, run_folder=run2)
+    run2 = RunStore(tmp_path / "run2", cfg)
+    run_animation(_random_backend(), RunInputs(pose[0], pose), SETTINGS, None, store=run2)
     (run2.path / "notes.txt").write_text("mine")
     run2.remove()
     assert sorted(p.name for p in run2.path.iterdir()) == ["notes.txt"]
@@ -78,9 +78,9 @@ def test_a_finished_run_folder_can_be_removed_without_touching_other_files(tmp_p
 
 def test_a_kept_run_folder_re_stitches_without_generating(tmp_path):
     path, pose = _pose_file(tmp_path, 22)
-    cfg = run_config(SETTINGS, pose[0], len(pose))
+    cfg = run_config(SETTINGS, RunInputs(pose[0], pose), len(pose))
     first = ListSink()
-    run_animation(_random_backend(), pose[0], VideoFileFrames(path), SETTINGS, first, run_folder=AnimationRun(tmp_path / "run", cfg))
+    run_animation(_random_backend(), RunInputs(pose[0], VideoFileFrames(path)), SETTINGS, first, store=RunStore(tmp_path / "run", cfg))
     again = ListSink()
-    _, _, stats = run_animation(_random_backend(), pose[0], VideoFileFrames(path), SETTINGS, again, run_folder=AnimationRun(tmp_path / "run", cfg))
+    _, _, stats = run_animation(_random_backend(), RunInputs(pose[0], VideoFileFrames(path)), SETTINGS, again, store=RunStore(tmp_path / "run", cfg))
     assert stats.chunks == 0 and np.array_equal(again.frames, first.frames)

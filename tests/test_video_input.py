@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from everanimate_core.audio import FileAudio, WaveformAudio
+from everanimate_core.infra.audio import FileAudio, WaveformAudio
 from everanimate_core.errors import ConfigError, DrivingVideoError
-from everanimate_core.video import StreamingVideoWriter, read_video
-from everanimate_core.video_source import VideoFileFrames
+from everanimate_core.infra.video import StreamingVideoWriter, read_video
+from everanimate_core.infra.video_source import VideoFileFrames
 from nodes.images import ImageFrames
 from nodes.video_input import choose_audio, driving_video, fit_note, resolve_fps
 
@@ -140,7 +140,7 @@ def test_sound_comes_from_the_audio_input_else_from_the_pose_video(dance):
 
 
 def test_run_folders_recognise_a_video_by_content_not_by_file_date(dance, tmp_path):
-    from nodes.graph_state import upstream_signature
+    from nodes.sockets import upstream_signature
 
     copy = tmp_path / "copy.mp4"
     copy.write_bytes(dance.read_bytes())

@@ -15,9 +15,9 @@ import torch
 
 from everanimate_core.errors import DrivingVideoError
 from everanimate_core.plan import ChunkSettings, chunk_driving_indices, driving_indices, plan_for_driving
-from everanimate_core.resize import describe_fit, fit_frames
-from everanimate_core.video import StreamingVideoWriter, read_video
-from everanimate_core.video_source import VideoFileFrames
+from everanimate_core.infra.resize import describe_fit, fit_frames
+from everanimate_core.infra.video import StreamingVideoWriter, read_video
+from everanimate_core.infra.video_source import VideoFileFrames
 from nodes.images import ImageFrames
 
 FRAMES = 60

@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..degrade import DEGRADE_SPACES, DegradeConfig, affine_params, apply_affine, degrade_latents, degrade_pixels, draw_params, unit_frames
+from ..training.degrade import DEGRADE_SPACES, DegradeConfig, affine_params, apply_affine, degrade_latents, degrade_pixels, draw_params, unit_frames
 from ..errors import ConfigError
 from ..layout import build_condition, model_input_condition
 from ..sampler import ChunkCondition
-from ..training import TrainingBatch
+from ..training.trainer import TrainingBatch
 from .backend import TinyModelConfig
 from .synthdance import training_clip
 from .vae import frames_to_tensor

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from ..degrade import DEGRADE_SPACES
+from ..training.degrade import DEGRADE_SPACES
 from ..flow import ALPHA_SCHEDULES, AlphaSchedule
-from ..training import LoopConfig, LoraSpec, RFMObjective, add_lora, export_released, train_lora
+from ..training.trainer import LoopConfig, LoraSpec, RFMObjective, add_lora, export_released, train_lora
 from .backend import TinyDenoiser, load_tiny
 from .rfm_data import DataConfig, TinyRFMData
 

@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from .. import defaults
 from ..flow import add_noise, clean_velocity, training_sigmas
 from ..layout import build_condition, model_input_condition
-from ..training import warmup_cosine_lr
+from ..training.trainer import warmup_cosine_lr
 from .backend import CONFIG_FILE, DIT_FILE, VAE_FILE, TinyModelConfig, build_models
 from .synthdance import training_clip
 from .vae import frames_to_tensor

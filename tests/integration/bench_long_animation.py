@@ -34,7 +34,7 @@ def main() -> None:
     weights = {"unet": root / "models" / "diffusion_models" / TINY_UNET, "vae": root / "models" / "vae" / TINY_VAE}
     from everanimate_core.plan import ChunkSettings, frames_for_chunks
     from everanimate_core.tiny.synthdance import make_sequence
-    from everanimate_core.video import StreamingVideoWriter, count_frames
+    from everanimate_core.infra.video import StreamingVideoWriter, count_frames
     from PIL import Image
 
     frames = frames_for_chunks(a.chunks, ChunkSettings(9, 4, 4))

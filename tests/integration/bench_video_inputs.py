@@ -33,7 +33,7 @@ def write_pose_clip(path: Path, frames: int, height: int = 480, width: int = 832
     import numpy as np
 
     from everanimate_core.tiny.synthdance import make_sequence
-    from everanimate_core.video import StreamingVideoWriter
+    from everanimate_core.infra.video import StreamingVideoWriter
 
     seq = make_sequence(2, "test", height // 2, width // 2)
     with StreamingVideoWriter(path, 16, crf=18, options={"preset": "ultrafast"}) as w:
@@ -70,7 +70,7 @@ def measure(root: Path, weights: dict, clip: Path, image_path: bool, steps: int,
     from PIL import Image
 
     from everanimate_core.tiny.synthdance import make_sequence
-    from everanimate_core.video import count_frames
+    from everanimate_core.infra.video import count_frames
 
     with tempfile.TemporaryDirectory() as tmp:
         srv = start_server(root, Path(tmp), weights)

@@ -142,7 +142,7 @@ def _write_inputs(inp: Path) -> None:
     from PIL import Image
 
     from everanimate_core.tiny.synthdance import make_sequence
-    from everanimate_core.video import StreamingVideoWriter
+    from everanimate_core.infra.video import StreamingVideoWriter
 
     inp.mkdir(parents=True, exist_ok=True)
     seq = make_sequence(0, "test", 64, 64)
@@ -444,7 +444,7 @@ def mp4_outputs(server, hist: dict) -> list[Path]:
 
 
 def decoded_frames(path: Path) -> np.ndarray:
-    from everanimate_core.video import read_video
+    from everanimate_core.infra.video import read_video
 
     return np.asarray(read_video(path))
 

@@ -175,7 +175,7 @@ def _write_inputs(server) -> None:
     from PIL import Image
 
     from everanimate_core.tiny.synthdance import make_sequence
-    from everanimate_core.video import StreamingVideoWriter
+    from everanimate_core.infra.video import StreamingVideoWriter
 
     inp = server.base / "input"
     seq = make_sequence(0, "test", 64, 64)
@@ -223,7 +223,7 @@ def _tiny_prompt(name: str, **overrides) -> dict:
 
 
 def _frames_of(path: Path) -> np.ndarray:
-    from everanimate_core.video import read_video
+    from everanimate_core.infra.video import read_video
 
     return read_video(path)
 

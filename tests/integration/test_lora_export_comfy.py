@@ -15,9 +15,9 @@ from safetensors.torch import load_file
 
 from safetensors.torch import save_file
 
-from everanimate_core.lora import parse_lora_state_dict, to_comfy_keys, to_released_keys
+from everanimate_core.infra.lora import parse_lora_state_dict, to_comfy_keys, to_released_keys
 from everanimate_core.tiny.dit import TinyAnimateDiT
-from everanimate_core.training import merge_lora
+from everanimate_core.training.trainer import merge_lora
 
 pytestmark = pytest.mark.integration
 TARGETS = ("qkv", "o", "ffn.0", "ffn.2")

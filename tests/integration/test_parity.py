@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from everanimate_core.memory import LatentMemory, init_memory, propagate
-from everanimate_core.pipeline import AnimationSettings, decode_chunk, sample_chunk_latents
+from everanimate_core.memory import LatentMemory, propagate
+from everanimate_core.pipeline import AnimationSettings, ChunkLoop, RunInputs
 from everanimate_core.plan import ChunkSettings, frames_for_chunks, plan_chunks
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -77,8 +77,8 @@ def setup(pack, tiny_weights, parity_dir):
 
 def _memory_for(c: int, s: dict, parity_dir: Path) -> LatentMemory:
     be = s["backend"]
-    ref_latent = be.encode_frame(s["reference"])
-    mem = init_memory(ref_latent, 4, "random_plus_reference", 12345)
+    mem = ChunkLoop(be, SETTINGS).start(s["reference"])
+    ref_latent = mem.reference
     if c == 0:
         return mem
     fx = load_file(str(parity_dir / f"chunk_{c:03d}.safetensors"))
@@ -107,12 +107,13 @@ def test_chunk_matches_the_release(setup, parity_dir, c):
     assert torch.allclose(clip["penultimate_hidden_states"], fx["clip_feature"], atol=1e-5)
     pose_lat = s["backend"].encode_pose(s["pose"][np.array(s["meta"]["chunks"][c]["pose_indices"])])
     assert torch.allclose(pose_lat, fx["pose_latents"][0], atol=1e-5), (pose_lat - fx["pose_latents"][0]).abs().max()
-    generated, _ = sample_chunk_latents(s["backend"], mem, chunk, s["pose"], s["reference"], SETTINGS, s["face"])
+    loop = ChunkLoop(s["backend"], SETTINGS)
+    generated, _ = loop.sample(mem, chunk, RunInputs(s["reference"], s["pose"], s["face"]))
     final = fx["final_latents_24"][0]
     err = (generated - final[:, 4:]).abs().max().item()
     assert err < 1e-4, f"chunk {c}: final latents differ by {err}"
     assert torch.allclose(generated, fx["trimmed_latents"], atol=1e-4)
-    frames = decode_chunk(s["backend"], generated, chunk)
+    frames = loop.decode(generated)
     diff = np.abs(frames.astype(int) - fx["decoded_frames"].numpy().astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
     if c == 0:

@@ -21,9 +21,9 @@ SIZE = 32
 
 def _write_clip(path: Path, frames: int, fps, size=(96, 64), sound_seconds: float | None = None) -> None:
     """A SynthDance pose clip (width x height = size) at ``fps``, with a tone track if asked."""
-    from everanimate_core.audio import WaveformAudio
+    from everanimate_core.infra.audio import WaveformAudio
     from everanimate_core.tiny.synthdance import make_sequence
-    from everanimate_core.video import StreamingVideoWriter
+    from everanimate_core.infra.video import StreamingVideoWriter
 
     w, h = size
     pose = make_sequence(0, "test", h, w).pose(0, frames)
@@ -159,7 +159,7 @@ def test_the_image_path_still_works_and_gives_the_same_frames(server, inputs):
     facts = _facts(_mp4s(server, hist)[0])
     assert facts["frames"] == FRAMES and facts["fps"] == 16, "an IMAGE carries no rate: 16"
     assert facts["audio_s"] is None
-    from everanimate_core.runs import read_segment
+    from everanimate_core.infra.runs import read_segment
 
     runs = server.base / "output" / "everanimate" / "runs"
     for i in range(4):  # the VIDEO run of the previous test kept its folder: same pose frames, same chunks

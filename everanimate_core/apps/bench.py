@@ -3,7 +3,7 @@
     python -m everanimate_core bench loop   [--chunks 51] [--steps 20]
     python -m everanimate_core bench vae    [--sequences 8]
     python -m everanimate_core bench chunk0 [--sequences 8]
-    python -m everanimate_core bench drift  [--sequences 20] [--seconds 90] (see everanimate_core.drift)
+    python -m everanimate_core bench drift  [--sequences 20] [--seconds 90] (see everanimate_core.apps.drift)
     python -m everanimate_core bench run-folder [--seconds 60]
     python -m everanimate_core bench world  [--sequences 20] [--seconds 90] (see everanimate_core.tiny.world)
 """
@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import defaults
+from .. import defaults
 from .metrics import psnr, ssim
-from .pipeline import AnimationSettings, LoopHooks, generate_chunk, run_animation, start_memory
-from .plan import frames_for_chunks, plan_chunks
-from .tiny.backend import load_tiny
-from .tiny.synthdance import make_sequence
-from .tiny.vae import frames_to_tensor, tensor_to_frames
-from .video import StreamingVideoWriter
+from ..pipeline import AnimationSettings, ChunkLoop, LoopHooks, RunInputs, run_animation
+from ..plan import frames_for_chunks, plan_chunks
+from ..tiny.backend import load_tiny
+from ..tiny.synthdance import make_sequence
+from ..tiny.vae import frames_to_tensor, tensor_to_frames
+from ..infra.video import StreamingVideoWriter
 
 
 def rss_mb() -> float:
@@ -55,7 +55,7 @@ def bench_loop(chunks: int = 51, steps: int = defaults.STEPS, index: int = 1) ->
     with tempfile.TemporaryDirectory() as d:
         with StreamingVideoWriter(Path(d) / "bench.mp4", mc.fps) as w:
             plan, memory, stats = run_animation(
-                be, seq.reference(), seq.pose(0, total), settings, w, hooks=LoopHooks(on_chunk=on_chunk)
+                be, RunInputs(seq.reference(), seq.pose(0, total)), settings, w, hooks=LoopHooks(on_chunk=on_chunk)
             )
     a, b = min(5, chunks - 1), chunks - 1
     result = {
@@ -103,12 +103,13 @@ def bench_chunk0(sequences: int = 8, steps: int = defaults.STEPS) -> dict:
     mc = be.config
     settings = AnimationSettings(chunk=mc.chunk_settings, steps=steps)
     chunk = plan_chunks(mc.frames, settings.chunk)[0]
+    loop = ChunkLoop(be, settings)
     ps, ss, vae_ps = [], [], []
     for i in range(sequences):
         seq = make_sequence(i, "test", mc.height, mc.width, mc.fps)
         gt = seq.frames(0, mc.frames)
-        mem = start_memory(be, seq.reference(), settings)
-        _, frames, _ = generate_chunk(be, mem, chunk, seq.pose(0, mc.frames), seq.reference(), settings)
+        inputs = RunInputs(seq.reference(), seq.pose(0, mc.frames))
+        _, frames, _ = loop.generate(loop.start(inputs.reference), chunk, inputs)
         ps.append(psnr(frames, gt))
         ss.append(ssim(frames, gt))
         vae_ps.append(psnr(tensor_to_frames(be.vae.decode(be.vae.encode(frames_to_tensor(gt)))).numpy(), gt))
@@ -125,9 +126,9 @@ def bench_run_folder(seconds: float = 60.0, fps: int = 16, height: int = default
     """Disk use of a run folder per minute of video at the release's chunking (77 frames, overlap 4,
     K = 4): each chunk's kept frames as the real FFV1 segment and its latent-memory checkpoint with
     Wan-sized latents (16 channels at 1/8 resolution). Frames are SynthDance renders at full size."""
-    from .memory import init_memory, propagate
-    from .pipeline import AnimationSettings, run_config
-    from .runs import AnimationRun
+    from ..memory import init_memory, propagate
+    from ..infra.runs import RunStore
+    from ..pipeline import run_config
 
     settings = AnimationSettings()
     total = int(round(seconds * fps))
@@ -140,7 +141,7 @@ def bench_run_folder(seconds: float = 60.0, fps: int = 16, height: int = default
         return torch.randn(c, 1, h, w, generator=g)
 
     with tempfile.TemporaryDirectory() as d:
-        run = AnimationRun(Path(d) / "run", run_config(settings, seq.reference(), total))
+        run = RunStore(Path(d) / "run", run_config(settings, RunInputs(seq.reference(), range(total)), total))
         memory = init_memory(encode(None), settings.chunk.anchors, settings.anchor_policy, settings.anchor_seed)
         t = time.perf_counter()
         for chunk in plan:
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         drift_main(argv[1:])
         return
     if argv and argv[0] == "world":
-        from .tiny.world import main as world_main
+        from ..tiny.world import main as world_main
 
         world_main(argv[1:])
         return

@@ -17,7 +17,7 @@ from typing import Iterable, Mapping, Sequence, Union
 
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = [
     "LoraModule",

@@ -18,22 +18,22 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import defaults
-from .errors import ConfigError
-from .flow import AlphaSchedule
+from .. import defaults
+from ..errors import ConfigError
 from .metrics import SeamMeter, background_psnr, masked_color_error, psnr_per_frame, ssim_per_frame
-from .pipeline import AnimationSettings, advance_memory, generate_chunk, kept_frames, start_memory
-from .plan import plan_for_driving
-from .sampler import AnchorRestoration
+from ..pipeline import AnimationSettings, ChunkLoop, ChunkOutput, LoopHooks, RunInputs
+from ..plan import plan_for_driving
+from ..sampler import AnchorRestoration
+from ..tiny.backend import WEIGHTS_DIR
 
-LORA_DIR = Path(__file__).resolve().parent / "tiny" / "weights" / "lora"
-DOCS_DIR = Path(__file__).resolve().parent.parent / "docs"
+LORA_DIR = WEIGHTS_DIR / "lora"
+DOCS_DIR = Path(__file__).resolve().parents[2] / "docs"
 HORIZONS_S = (10, 90)
 WINDOW_S = 10
 PAPER_GAINS = {10: {"psnr": 8.0, "ssim": 7.0}, 90: {"psnr": 15.0, "ssim": 15.0}}
@@ -68,8 +68,8 @@ VARIANTS: dict[str, Variant] = {
 def _backend(variant: Variant, lora_dir: Path):
     from safetensors.torch import load_file
 
-    from .tiny.backend import load_tiny
-    from .training import merge_lora
+    from ..tiny.backend import load_tiny
+    from ..training.trainer import merge_lora
 
     be = load_tiny()
     if variant.lora is not None:
@@ -85,7 +85,7 @@ def _backend(variant: Variant, lora_dir: Path):
 
 def run_sequence(variant: Variant, index: int, seconds: int, steps: int, lora_dir: Path, backend=None) -> dict:
     """Animate test sequence ``index`` with one variant; per-frame metric arrays and seam ratios."""
-    from .tiny.synthdance import make_sequence
+    from ..tiny.synthdance import make_sequence
 
     t_start = time.perf_counter()
     be = backend or _backend(variant, lora_dir)
@@ -97,22 +97,17 @@ def run_sequence(variant: Variant, index: int, seconds: int, steps: int, lora_di
     restoration = AnchorRestoration() if variant.restoration else None
     settings = AnimationSettings(
         chunk=mc.chunk_settings, steps=steps, anchor_policy=variant.anchors,
-        restoration=restoration,
+        restoration=restoration, motion_carry=variant.carry,
     )
     plan = plan_for_driving(len(pose), settings.chunk, total, settings.window_mode)
     seams_at = [c.start + c.drop for c in plan.chunks[1:]]
     window = int(round(WINDOW_S * mc.fps))
     meters = {h: SeamMeter([s for s in seams_at if s < int(round(h * mc.fps))]) for h in HORIZONS_S}
     per = {m: [] for m in METRICS}
-    memory = start_memory(be, ref, settings)
-    out_at = 0
-    for chunk in plan.chunks:
-        generated, frames, pose_frames = generate_chunk(be, memory, chunk, pose, ref, settings)
-        keep = kept_frames(chunk, frames)
-        memory = advance_memory(be, memory, generated, frames, settings, pose_frames)
-        if variant.carry == "decoded":
-            tail = be.encode_pose(frames[-5:])  # 1 + 4 frames -> 2 latents; the last is the carry
-            memory = replace(memory, motion=tail[:, -1:].clone())
+    written = [0]
+
+    def score(out: ChunkOutput, _chunks: int) -> None:
+        keep, out_at = out.kept_frames, written[0]
         gt, fig = seq.render(out_at, out_at + len(keep))
         per["psnr"].extend(psnr_per_frame(keep, gt).tolist())
         per["ssim"].extend(ssim_per_frame(keep, gt).tolist())
@@ -123,7 +118,10 @@ def run_sequence(variant: Variant, index: int, seconds: int, steps: int, lora_di
             limit = int(round(h * mc.fps))
             if out_at < limit:
                 meter.update(keep[: limit - out_at], out_at)
-        out_at += len(keep)
+        written[0] += len(keep)
+
+    ChunkLoop(be, settings).run(RunInputs(ref, pose, total_frames=total), hooks=LoopHooks(on_chunk=score))
+    out_at = written[0]
     if out_at != total:
         raise RuntimeError(
             f"Generated {out_at} frames for a {total}-frame request: the chunk plan is inconsistent. "
@@ -147,7 +145,7 @@ def _cache_path(cache: Path, variant: Variant, index: int, seconds: int, steps: 
     tag = "base"
     if variant.lora is not None:
         tag = hashlib.sha256((lora_dir / f"{variant.lora}.safetensors").read_bytes()).hexdigest()[:12]
-    weights = Path(__file__).resolve().parent / "tiny" / "weights" / "tiny_dit.safetensors"
+    weights = WEIGHTS_DIR / "tiny_dit.safetensors"
     base = hashlib.sha256(weights.read_bytes()).hexdigest()[:8]
     key = variant.key.replace("+", "plus")
     return cache / f"{key}_{index:03d}_{seconds}s_{steps}st_{base}_{tag}.json"
@@ -413,7 +411,7 @@ def bench_drift(
             runs.append(r)
             log(f"[{k + 1}/{len(tasks)}] variant {v} sequence {i}: PSNR {np.mean(r['per_frame']['psnr']):.2f} dB")
     wall = time.perf_counter() - t0
-    from .tiny.backend import TinyModelConfig
+    from ..tiny.backend import TinyModelConfig
 
     mc = TinyModelConfig()
     runs.sort(key=lambda r: (list(VARIANTS).index(r["variant"]), r["index"]))

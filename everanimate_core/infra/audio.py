@@ -3,7 +3,7 @@
 A dance animation without its music is only half of it. The track comes either from a waveform
 (ComfyUI's AUDIO: ``{"waveform": [B, C, S], "sample_rate": sr}``) or from a video/audio file's own
 audio stream, decoded block by block. :class:`AudioMuxer` encodes it into the container that
-:class:`everanimate_core.video.StreamingVideoWriter` writes, interleaved with the frames and cut to
+:class:`everanimate_core.infra.video.StreamingVideoWriter` writes, interleaved with the frames and cut to
 exactly the video's length, so the finished MP4 and a ``.partial.mp4`` of a failed run both carry
 the sound of the frames they hold.
 """
@@ -16,7 +16,7 @@ from typing import Any, Iterator, Protocol
 
 import numpy as np
 
-from .errors import ConfigError, DrivingVideoError
+from ..errors import ConfigError, DrivingVideoError
 
 __all__ = ["AudioTrack", "WaveformAudio", "FileAudio", "file_audio", "AudioMuxer"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 RESIZE_MODES: tuple[str, ...] = ("crop", "pad", "stretch")
 

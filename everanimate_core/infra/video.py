@@ -25,7 +25,7 @@ from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
-from .errors import ConfigError, EverAnimateError
+from ..errors import ConfigError, EverAnimateError
 
 __all__ = [
     "StreamingVideoWriter",
@@ -173,7 +173,7 @@ class StreamingVideoWriter:
     options (e.g. ``{"preset": "ultrafast"}``). The container format comes from the suffix
     of ``path`` (MP4 when it is ``.mp4``, ``.m4v`` or missing).
 
-    ``audio`` (an :class:`everanimate_core.audio.AudioTrack`) adds an AAC sound track, encoded
+    ``audio`` (an :class:`everanimate_core.infra.audio.AudioTrack`) adds an AAC sound track, encoded
     as the frames arrive and cut to the length of the video (also in a partial file). Without
     it the file holds the video stream only, exactly as before.
     """

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import defaults
+from .. import defaults
 from .metrics import SeamMeter, psnr, ssim
-from .pipeline import AnimationSettings, LoopHooks, run_animation, run_config
-from .plan import plan_for_driving
-from .runs import AnimationRun
-from .tiny.backend import load_tiny
-from .tiny.synthdance import make_sequence
-from .video import StreamingVideoWriter, side_by_side
+from ..pipeline import AnimationSettings, LoopHooks, RunInputs, run_animation, run_config
+from ..plan import plan_for_driving
+from ..infra.runs import RunStore
+from ..tiny.backend import load_tiny
+from ..tiny.synthdance import make_sequence
+from ..infra.video import StreamingVideoWriter, side_by_side
 
 try:
     from tqdm import tqdm
@@ -73,13 +73,14 @@ def run_demo(
     seq = make_sequence(index, "test", mc.height, mc.width, mc.fps)
     reference = seq.reference()
     pose = seq.pose(0, total)  # the driving video, loaded up front as a Load Video node would
+    inputs = RunInputs(reference, pose)
     settings = AnimationSettings(chunk=mc.chunk_settings, steps=steps)
     plan = plan_for_driving(total, settings.chunk)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run = None
     if resume:
-        run = AnimationRun(out / "run", run_config(settings, reference, total, extra={"demo_index": index}))
+        run = RunStore(out / "run", run_config(settings, inputs, total, extra={"demo_index": index}))
     ten = int(round(10 * mc.fps))
     first, last = WindowScores(0, min(ten, total)), WindowScores(max(0, total - ten), total)
     seams = SeamMeter(plan.seam_frames)
@@ -113,7 +114,7 @@ def run_demo(
 
         if bar is not None and run is not None and run.finished():
             bar.update(run.finished() * steps)
-        plan, memory, stats = run_animation(backend, reference, pose, settings, Sink(), run_folder=run, hooks=LoopHooks(on_step=on_step))
+        plan, memory, stats = run_animation(backend, inputs, settings, Sink(), store=run, hooks=LoopHooks(on_step=on_step))
     wall = time.perf_counter() - t0
     if bar is not None:
         bar.close()

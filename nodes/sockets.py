@@ -1,14 +1,14 @@
-"""What flows through the pack's custom sockets, and where it lives on disk.
+"""What flows through the pack's custom sockets.
 
 The granular nodes pass small handles, never growing tensors, so a graph of any number of chunks
 keeps memory bounded even though ComfyUI caches every node output:
 
 - EVERANIMATE_MEMORY carries a ``GraphMemory``: the latent memory (K anchors, the motion latent,
-  the last frame), the reference frame and the session folder;
-- EVERANIMATE_CHUNK carries a ``ChunkHandle``: which chunk of which plan, and the session folder in
-  which the chunk's latents were saved (``latents_00003.safetensors``). Memory Propagate stores the
-  decoded, overlap-trimmed frames next to them (``frames_00003.mkv``, lossless), so Decode & Stitch
-  streams finished chunks from disk and only decodes what no one decoded yet.
+  the CLIP image), the reference frame and the session's run store;
+- EVERANIMATE_CHUNK carries a ``ChunkHandle``: which chunk of which plan, in which store. The
+  Chunk Sampler saves the chunk's latents there; Memory Propagate adds its decoded,
+  overlap-trimmed frames, so Decode & Stitch streams finished chunks from disk and only decodes
+  what no one decoded yet (``everanimate_core.infra.runs.RunStore``).
 
 This module does not import ComfyUI.
 """
@@ -18,14 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
 
-from everanimate_core.errors import ConfigError, ResumeStateError
+from everanimate_core.errors import ConfigError
+from everanimate_core.infra.runs import RunStore
 from everanimate_core.memory import LatentMemory
 from everanimate_core.plan import ChunkPlan, ChunkSettings, ChunkWindow
 
@@ -39,7 +37,7 @@ class GraphMemory:
 
     memory: LatentMemory
     reference: np.ndarray  # uint8 [H, W, 3], already resized to the generation size
-    session_dir: str
+    store: RunStore
     width: int
     height: int
     resize_mode: str = "crop"  # how Memory Init fitted the reference; the pose video is fitted alike
@@ -51,9 +49,9 @@ class GraphMemory:
 
 @dataclass
 class ChunkHandle:
-    """The EVERANIMATE_CHUNK socket value: a pointer to one sampled chunk on disk."""
+    """The EVERANIMATE_CHUNK socket value: a pointer to one sampled chunk in a run store."""
 
-    session_dir: str
+    store: RunStore
     index: int
     plan_total: int
     settings: dict
@@ -79,44 +77,6 @@ def plan_to_dicts(plan: ChunkPlan) -> list[dict]:
     return [asdict(c) for c in plan.chunks]
 
 
-def session_dir_for(root: Path, name: str, parts: dict) -> Path:
-    """A session folder named after the user's prefix and a hash of what defines the session."""
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "everanimate"
-    return root / f"{safe}_{digest}"
-
-
-def latents_path(session_dir: str | Path, index: int) -> Path:
-    return Path(session_dir) / f"latents_{int(index):05d}.safetensors"
-
-
-def frames_path(session_dir: str | Path, index: int) -> Path:
-    return Path(session_dir) / f"frames_{int(index):05d}.mkv"
-
-
-def save_chunk_latents(session_dir: str | Path, index: int, latents: torch.Tensor) -> Path:
-    """Save a chunk's generated latents (model space) atomically."""
-    p = latents_path(session_dir, index)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    save_file({"latents": latents.detach().float().cpu().contiguous()}, str(tmp))
-    tmp.replace(p)
-    return p
-
-
-def load_chunk_latents(session_dir: str | Path, index: int) -> torch.Tensor:
-    p = latents_path(session_dir, index)
-    if not p.exists():
-        raise ResumeStateError(
-            f"Chunk {index}'s latents are missing from {p.parent}. Run its Chunk Sampler again "
-            "(the session folder may have been deleted)."
-        )
-    try:
-        return load_file(str(p))["latents"]
-    except Exception as e:  # safetensors raises several types for damaged files
-        raise ResumeStateError(f"{p} is damaged ({e}); run chunk {index}'s sampler again.") from None
-
-
 def check_chunk_follows(memory: GraphMemory, handle: ChunkHandle) -> None:
     """Memory Propagate must get the chunk made FROM this memory."""
     if handle.index != memory.chunk_index:
@@ -124,7 +84,7 @@ def check_chunk_follows(memory: GraphMemory, handle: ChunkHandle) -> None:
             f"This memory is ready for chunk {memory.chunk_index} but the chunk input is chunk "
             f"{handle.index}. Connect the Chunk Sampler that used this memory."
         )
-    if Path(handle.session_dir) != Path(memory.session_dir):
+    if handle.store.path != memory.store.path:
         raise ConfigError(
             "The chunk and the memory belong to different sessions (Latent Memory Init nodes). "
             "Wire the chunk sampler to the memory it should continue."

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError, EverAnimateError
+from ..errors import ConfigError, EverAnimateError
 
 __all__ = [
     "psnr",

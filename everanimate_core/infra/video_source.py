@@ -4,7 +4,7 @@
 timestamp and keyframe, so the frame count and rate are exact and an empty, unreadable or cut-short
 file is refused up front. ``frames[indices]`` takes any index array (ping-pong, held frames): the
 distinct frames are decoded once each, in runs from the preceding keyframe, fitted with
-:func:`everanimate_core.resize.fit_frames` a small batch at a time, and returned in the requested
+:func:`everanimate_core.infra.resize.fit_frames` a small batch at a time, and returned in the requested
 order. A file truncated or replaced mid-run fails at that window with a :class:`DrivingVideoError`.
 """
 
@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import DrivingVideoError
+from ..errors import DrivingVideoError
 from .resize import RESIZE_MODES, fit_frames
 
 __all__ = ["VideoFileFrames", "VideoSource", "describe_source", "opener"]

@@ -23,12 +23,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import defaults
-from .errors import ConfigError, ResumeStateError
-from .flow import AlphaSchedule, add_noise, clean_velocity, rfm_target, training_sigmas, training_weight
-from .lora import WAN_ANIMATE_TARGETS, LoraFile, parse_lora_state_dict, to_released_keys
-from .sampler import ChunkCondition
-from .state import config_diff, config_fingerprint, load_state, save_state
+from .. import defaults
+from ..errors import ConfigError, ResumeStateError
+from ..flow import AlphaSchedule, add_noise, clean_velocity, rfm_target, training_sigmas, training_weight
+from ..infra.lora import WAN_ANIMATE_TARGETS, LoraFile, parse_lora_state_dict, to_released_keys
+from ..sampler import ChunkCondition
+from ..infra.checkpoint import load_state, save_state
+from ..infra.identity import config_diff, config_fingerprint
 
 CHECKPOINT = "checkpoint"
 
