@@ -14,6 +14,8 @@ batch 1, and a batch source built like ``tiny/rfm_data.py`` (docs/training.md).
 
 from __future__ import annotations
 
+import json
+
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -129,8 +131,20 @@ def export_released(model: nn.Module, path: str | Path, metadata: dict | None = 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(sd, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+    _sort_header(tmp)
     tmp.replace(path)
     return sd
+
+
+def _sort_header(path: Path) -> None:
+    """Rewrite a safetensors header as sorted JSON: safetensors writes its metadata map in a
+    per-process order, so two runs of one seeded command gave files differing in the header only.
+    Offsets are relative to the data section, so only the header length changes."""
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # keep the data 8-byte aligned, as safetensors does
+    path.write_bytes(len(header).to_bytes(8, "little") + header + raw[8 + n :])
 
 
 def load_lora_weights(model: nn.Module, lora: LoraFile | dict) -> None:
