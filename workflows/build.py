@@ -19,8 +19,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 
 from schema import TITLE_HEIGHT, Graph  # noqa: E402
+
+from everanimate_core import defaults  # noqa: E402
+from everanimate_core.plan import ChunkSettings, frames_for_chunks  # noqa: E402
 
 SNAPSHOT = HERE.parent / "tests" / "data" / "object_info.json"
 # The UI files live only in example_workflows/: ComfyUI's template browser lists every *.json of
@@ -139,7 +143,7 @@ GRANULAR_NOTE = (
 def common(g: Graph, face: bool, x: int = 0):
     """Steps 1-4, shared by every workflow: models, prompt, reference image, driving videos."""
     unet = g.add("UNETLoader", "Load Wan2.2-Animate", unet_name=UNET, weight_dtype="default", models=model(UNET))
-    lora = g.add("EverAnimateLoadLoRA", model=(unet, 0), lora_name=LORA, strength=1.0, shift=5.0, models=model(LORA))
+    lora = g.add("EverAnimateLoadLoRA", model=(unet, 0), lora_name=LORA, strength=1.0, shift=defaults.SHIFT, models=model(LORA))
     vae = g.add("VAELoader", vae_name=VAE, models=model(VAE))
     cv = g.add("CLIPVisionLoader", clip_name=CLIP_VISION, models=model(CLIP_VISION))
     clip = g.add("CLIPLoader", clip_name=TEXT_ENCODER, type="wan", device="default", models=model(TEXT_ENCODER))
@@ -201,7 +205,7 @@ def three_chunks(schemas: dict) -> Graph:
     for c in range(3):
         chunk = g.add(
             "EverAnimateChunkSampler", f"Chunk {c}", model=(model_, 0), positive=(pos, 0), negative=(neg, 0),
-            vae=(vae, 0), memory=(mem, 0), pose_video=(pose, 0), clip_vision=(cv, 0), total_frames=77 + 73 * 2,
+            vae=(vae, 0), memory=(mem, 0), pose_video=(pose, 0), clip_vision=(cv, 0), total_frames=frames_for_chunks(3, ChunkSettings()),
         )
         column = [chunk]
         if c < 2:
