@@ -29,6 +29,7 @@ import numpy as np
 from .errors import ConfigError, EverAnimateError
 
 __all__ = [
+    "MatchedSink",
     "COLOUR_METHODS",
     "COLOUR_TARGETS",
     "ColourMatch",
@@ -265,6 +266,34 @@ class ColourMatch:
         return out
 
 
+class MatchedSink:
+    """A frame sink that colour-matches every chunk before passing it on; nothing else sees the
+    matched frames (the latent carry, the checkpoints and the previews keep the raw ones).
+
+    Each ``write`` must be one chunk, as the loop and a resume's replay both write. Target
+    ``reference``: fitted on the reference now. Target ``anchors``: fitted on the first chunk
+    written (chunk 0, whose frames the anchors are picked from), which goes out unmatched. So a
+    resumed run, replaying the raw segments, writes the same video as an uninterrupted one.
+    """
+
+    def __init__(self, sink, match: ColourMatch, reference: np.ndarray | None = None) -> None:
+        self.sink, self.match = sink, match
+        self._fitted = not match.enabled
+        if match.enabled and match.target == "reference":
+            if reference is None:
+                raise ConfigError("Colour match to the reference needs the reference image.")
+            match.fit(reference)
+            self._fitted = True
+
+    def write(self, frames: np.ndarray) -> None:
+        if not self._fitted:
+            self.match.fit(frames)
+            self._fitted = True
+            self.sink.write(frames)
+            return
+        self.sink.write(self.match.apply(frames))
+
+
 def match_colours(frames: np.ndarray, target: np.ndarray, method: str, strength: float = 1.0) -> np.ndarray:
     """One-shot :class:`ColourMatch`: match ``frames`` [T, H, W, 3] to ``target`` (one image or a
     stack; statistics pooled over all its frames)."""
@@ -289,7 +318,7 @@ def seam_ratio(frames: np.ndarray, chunk_starts: Sequence[int]) -> float:
     ``mean |f_t - f_(t-1)|`` (uint8 levels, all pixels and channels) over the transitions into a
     chunk start ``t`` (the first frame of each chunk after the first), divided by the same mean
     over all other transitions. 1.0: joins invisible; > 1: the video jumps at joins. Same
-    definition as :class:`everanimate_core.metrics.SeamMeter`. NaN without a join or without an
+    definition as :class:`everanimate_core.apps.metrics.SeamMeter`. NaN without a join or without an
     inner transition; inf if the video is static inside chunks but jumps at a join.
     """
     arr = _check_frames(frames, "the video frames")

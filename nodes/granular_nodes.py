@@ -165,6 +165,7 @@ class ChunkSampler(io.ComfyNode):
             fps_hint=None if driving.fps is None else float(driving.fps),
             pose_window=pose_frames if (chunk.index == 0 and mem.anchor_policy == "pose_diverse") else None,
             audio=driving.audio,
+            reference=memory.reference,
         )
         return io.NodeOutput(handle)
 
@@ -260,7 +261,7 @@ class DecodeStitch(io.ComfyNode):
             if note:
                 progress.text(note)
         decode = DecodeOptions(tiled=tiled_decode)
-        with out.writer(sound) as sink:
+        with out.writer(sound, chunk.reference) as sink:
             for i in range(chunk.index + 1):
                 check_cancel()
                 frames = chunk_frames(vae, chunk, i, decode)

@@ -135,7 +135,7 @@ class LongAnimation(io.ComfyNode):
             on_chunk=lambda o, n: progress.chunk_done(o.chunk.index, o.kept_frames[-1]),
         )
         try:
-            with out.writer(sound) as sink:
+            with out.writer(sound, ref) as sink:
                 loop.run(inputs, sink, run, hooks)
         except DrivingVideoError as e:
             c = current[0]

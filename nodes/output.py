@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from .api_version import io, ui
 
+from everanimate_core.colour import COLOUR_METHODS, COLOUR_TARGETS, ColourMatch, MatchedSink
+from everanimate_core.errors import ConfigError
 from everanimate_core.infra.video import StreamingVideoWriter
 
 from .images import frames_to_image
@@ -23,7 +25,18 @@ def output_inputs() -> list:
         io.String.Input("filename_prefix", default="everanimate/EverAnimate", tooltip="Where the MP4 goes, relative to ComfyUI's output folder."),
         io.Float.Input("fps", default=0.0, min=0.0, max=120.0, step=1.0, tooltip="Frame rate of the output video. 0 = follow the pose VIDEO (16, Wan-Animate's rate, for an IMAGE pose input). A value that differs from the pose video's rate wins, but frames are still used one for one, so the motion plays faster or slower."),
         io.Boolean.Input("return_images", default=False, tooltip="Also return every frame as an IMAGE batch. Off by default: a minute at 480x832 is ~7 GB of float32; the VIDEO output is streamed from disk instead."),
+        io.Combo.Input("color_match", options=list(COLOUR_METHODS), default="none", tooltip="Match each chunk's colours to the target, one transform per chunk, against colour drift at the joins: reinhard (mean/std in Lab), mkl (colour covariance), histogram (per channel). Only the video's frames change: the latent memory, checkpoints and previews keep the generated colours, so it can be changed without generating again (run_folder keep). none = the release."),
+        io.Float.Input("color_match_strength", default=1.0, min=0.0, max=1.0, step=0.05, tooltip="Blend of the generated (0) and the matched (1) colours."),
+        io.Combo.Input("color_match_target", options=list(COLOUR_TARGETS), default="reference", tooltip="reference: the reference image's colours. anchors: chunk 0's frames (where the anchors come from); chunk 0 itself is left as generated."),
     ]
+
+
+def colour_match_of(kw: dict) -> ColourMatch:
+    """The colour match the widgets ask for (none when the widgets are absent)."""
+    method = kw.get("color_match", "none")
+    if method not in COLOUR_METHODS:
+        raise ConfigError(f"color_match must be one of {COLOUR_METHODS}; got {method!r}.")
+    return ColourMatch(method, float(kw.get("color_match_strength", 1.0)), kw.get("color_match_target", "reference"))
 
 
 @dataclass
@@ -37,6 +50,7 @@ class VideoOutput:
     subfolder: str = ""
     collected: list = field(default_factory=list)
     last_frame: np.ndarray | None = None
+    colour: ColourMatch = field(default_factory=ColourMatch)
 
     @staticmethod
     def outputs() -> list:
@@ -49,7 +63,7 @@ class VideoOutput:
     def from_widgets(cls, kw: dict, fps: float | Fraction | None = None) -> "VideoOutput":
         """The output named by the widgets, at ``fps`` (resolved by the node) or the fps widget."""
         rate = fps if fps is not None else (float(kw.get("fps", 0.0)) or 16.0)
-        out = cls(str(kw.get("filename_prefix", "everanimate/EverAnimate")), rate, bool(kw.get("return_images", False)))
+        out = cls(str(kw.get("filename_prefix", "everanimate/EverAnimate")), rate, bool(kw.get("return_images", False)), colour=colour_match_of(kw))
         out._choose_path()
         return out
 
@@ -66,9 +80,10 @@ class VideoOutput:
         return self.path.with_name(f"{self.path.stem}.partial{self.path.suffix}")
 
     @contextmanager
-    def writer(self, audio=None):
+    def writer(self, audio=None, reference: np.ndarray | None = None):
         """A frame sink streaming to the MP4 (with ``audio``, an AudioTrack, muxed as AAC and cut to
-        the video's length); on failure the frames so far stay in .partial.mp4."""
+        the video's length), colour-matched as the widgets ask (to ``reference`` or chunk 0); on
+        failure the frames so far stay in .partial.mp4."""
         outer = self
 
         class Sink:
@@ -79,7 +94,7 @@ class VideoOutput:
                     outer.collected.append(np.array(frames))
 
         with StreamingVideoWriter(self.path, self.fps, audio=audio) as w:
-            yield Sink()
+            yield MatchedSink(Sink(), self.colour, reference)
 
     def node_output(self) -> io.NodeOutput:
         from .api_version import InputImpl

@@ -59,6 +59,7 @@ class ChunkHandle:
     fps_hint: float | None = None  # the pose VIDEO's frame rate (None for an IMAGE pose input)
     pose_window: np.ndarray | None = None  # chunk 0 only, for the pose_diverse anchor policy
     audio: Any = None  # the pose VIDEO's own sound (an AudioTrack), for Decode & Stitch
+    reference: np.ndarray | None = None  # the reference frame, for Decode & Stitch's colour match
 
     @property
     def window(self) -> ChunkWindow:

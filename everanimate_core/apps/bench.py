@@ -5,6 +5,7 @@
     python -m everanimate_core bench chunk0 [--sequences 8]
     python -m everanimate_core bench drift  [--sequences 20] [--seconds 90] (see everanimate_core.apps.drift)
     python -m everanimate_core bench run-folder [--seconds 60]
+    python -m everanimate_core bench colour [--sequences 4] [--seconds 60] [--cast 0.03]
     python -m everanimate_core bench world  [--sequences 20] [--seconds 90] (see everanimate_core.tiny.world)
 """
 
@@ -167,6 +168,61 @@ def bench_run_folder(seconds: float = 60.0, fps: int = 16, height: int = default
     }
 
 
+def _cast(frames: np.ndarray, k: int, per_chunk: float) -> np.ndarray:
+    """A Wan-like drift for chunk k: saturation and brightness grow by ``per_chunk`` per chunk."""
+    x = frames.astype(np.float32)
+    grey = x.mean(axis=-1, keepdims=True)
+    x = (grey + (x - grey) * (1 + 2 * per_chunk * k)) * (1 + per_chunk * k)
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def bench_colour(sequences: int = 4, seconds: float = 60.0, steps: int = defaults.STEPS, cast: float = 0.03) -> dict:
+    """Seam ratio, colour drift (delta-E of each chunk's mean colour to the reference) and PSNR of
+    the colour match's methods on EverAnimate-Tiny runs of held-out dancers, as generated and with
+    a simulated Wan-like cast growing per chunk (``cast``). The match touches the output only, so
+    one generation per sequence serves every method."""
+    from ..colour import COLOUR_METHODS, ColourMatch, MatchedSink, colour_drift, seam_ratio
+
+    be = load_tiny()
+    mc = be.config
+    settings = AnimationSettings(chunk=mc.chunk_settings, steps=steps)
+    total = int(round(seconds * mc.fps))
+    rows: dict[str, dict[str, list]] = {}
+    for i in range(sequences):
+        seq = make_sequence(i, "test", mc.height, mc.width, mc.fps)
+        chunks: list[np.ndarray] = []
+        plan, _, _ = run_animation(be, RunInputs(seq.reference(), seq.pose(0, total)), settings,
+                                   hooks=LoopHooks(on_chunk=lambda o, n: chunks.append(o.kept_frames)))
+        starts = [c.keep_start for c in plan.chunks]
+        gt = seq.frames(0, total)
+        for source, raw in (("generated", chunks), ("with_cast", [_cast(c, k, cast) for k, c in enumerate(chunks)])):
+            for method in COLOUR_METHODS:
+                for target in (("reference", "anchors") if method != "none" else ("reference",)):
+                    out: list[np.ndarray] = []
+
+                    class Collect:
+                        def write(self, frames):
+                            out.append(frames)
+
+                    sink = MatchedSink(Collect(), ColourMatch(method, 1.0, target), seq.reference())
+                    for c in raw:
+                        sink.write(c)
+                    video = np.concatenate(out)
+                    drift = colour_drift(video, seq.reference(), chunk_starts=starts)
+                    r = rows.setdefault(f"{source}/{method}" + ("" if method == "none" else f"/{target}"), {"seam": [], "first": [], "last": [], "psnr": []})
+                    r["seam"].append(seam_ratio(video, starts))
+                    r["first"].append(float(drift[0]))
+                    r["last"].append(float(drift[-1]))
+                    r["psnr"].append(psnr(video, gt))
+    return {
+        "sequences": sequences, "seconds": total / mc.fps, "chunks": len(starts), "cast_per_chunk": cast,
+        "rows": {k: {"seam_ratio": round(float(np.mean(v["seam"])), 3),
+                     "drift_first_chunk_dE": round(float(np.mean(v["first"])), 2),
+                     "drift_last_chunk_dE": round(float(np.mean(v["last"])), 2),
+                     "psnr_db": round(float(np.mean(v["psnr"])), 2)} for k, v in rows.items()},
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "drift":
         from .drift import main as drift_main
@@ -179,11 +235,12 @@ def main(argv: list[str] | None = None) -> None:
         world_main(argv[1:])
         return
     p = argparse.ArgumentParser(prog="everanimate_core bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("which", choices=["loop", "vae", "chunk0", "all", "drift", "run-folder", "world"])
+    p.add_argument("which", choices=["loop", "vae", "chunk0", "all", "drift", "run-folder", "world", "colour"])
     p.add_argument("--chunks", type=int, default=51)
     p.add_argument("--steps", type=int, default=defaults.STEPS)
     p.add_argument("--sequences", type=int, default=8)
     p.add_argument("--seconds", type=float, default=60.0, help="run-folder: seconds of 480x832 video at 16 fps")
+    p.add_argument("--cast", type=float, default=0.03, help="colour: simulated saturation/brightness growth per chunk")
     a = p.parse_args(argv)
     torch.manual_seed(0)
     results = {}
@@ -196,5 +253,8 @@ def main(argv: list[str] | None = None) -> None:
         results["loop"] = bench_loop(a.chunks, a.steps)
     if a.which == "run-folder":
         results["run_folder"] = bench_run_folder(a.seconds)
+    if a.which == "colour":
+        torch.set_num_threads(1)  # at the tiny model's sizes one thread is the fastest on 2 cores
+        results["colour"] = bench_colour(min(a.sequences, 4) if a.sequences == 8 else a.sequences, a.seconds, a.steps, a.cast)
     results["bench_wall_s"] = round(time.perf_counter() - t, 1)
     print(json.dumps(results, indent=1))

@@ -300,3 +300,27 @@ def test_interrupted_run_resumes_to_the_same_video(server, comfy):
     resumed_mp4 = server.base / "output" / _outputs(second)[0]
     uninterrupted_mp4 = server.base / "output" / _outputs(hist)[0]
     assert resumed_mp4.read_bytes() == uninterrupted_mp4.read_bytes(), "the resumed MP4 is byte-identical"
+
+
+def test_color_match_changes_only_the_video_and_restitches_a_kept_run_without_sampling(server, comfy):
+    from PIL import Image
+
+    from everanimate_core.colour import colour_drift
+
+    _write_inputs(server)
+    plain = _tiny_prompt("everanimate_resume_run", run_name="colour", filename_prefix="everanimate/colour_none", run_folder="keep")
+    first = server.wait(server.queue(plain))
+    assert first["status"]["status_str"] == "success", json.dumps(first["status"])[:3000]
+    run_dir = server.base / "output" / "everanimate" / "runs" / "colour"
+    stamps = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    matched = _tiny_prompt("everanimate_resume_run", run_name="colour", filename_prefix="everanimate/colour_mkl", run_folder="keep", color_match="mkl")
+    second = server.wait(server.queue(matched))
+    assert second["status"]["status_str"] == "success", json.dumps(second["status"])[:3000]
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == stamps, "nothing was sampled or rewritten"
+    a = _frames_of(server.base / "output" / _outputs(first)[0])
+    b = _frames_of(server.base / "output" / _outputs(second)[0])
+    assert a.shape == b.shape and a.shape[0] == POSE_FRAMES
+    ref = np.asarray(Image.open(server.base / "input" / "reference.png").convert("RGB"))
+    starts = [0] + [9 + 5 * k for k in range((POSE_FRAMES - 9 + 4) // 5)]  # 9-frame chunks, overlap 4
+    drift_a, drift_b = colour_drift(a, ref, chunk_starts=starts), colour_drift(b, ref, chunk_starts=starts)
+    assert drift_b.mean() < 0.5 * drift_a.mean(), (drift_a, drift_b)
