@@ -8,6 +8,7 @@ here, once.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol, Sequence
@@ -42,6 +43,7 @@ class AnimationSettings:
     window_mode: str = defaults.WINDOW_MODE
     restoration: AnchorRestoration | None = None
     motion_carry: str = "latent"  # latent (EverAnimate) | decoded (the drift benchmark's baseline)
+    sigmas: tuple[float, ...] | None = None  # a user's sigma list (1 ... 0); None = steps + shift
 
     def __post_init__(self) -> None:
         if self.seed_policy not in SEED_POLICIES:
@@ -54,6 +56,24 @@ class AnimationSettings:
             raise ConfigError(f"steps must be >= 1, got {self.steps}.")
         if self.motion_carry not in MOTION_CARRIES:
             raise ConfigError(f"Unknown motion carry {self.motion_carry!r}; choose one of {MOTION_CARRIES}.")
+        if self.sigmas is not None:
+            s = self.sigmas
+            if len(s) < 2 or any(b > a for a, b in zip(s, s[1:])) or not all(map(math.isfinite, s)):
+                raise ConfigError(
+                    f"The SIGMAS input must be a falling list of at least 2 finite values (e.g. from "
+                    f"BasicScheduler); got {list(s)[:8]}."
+                )
+
+    @property
+    def num_steps(self) -> int:
+        """Model calls per chunk: the sigma list's steps when one is given, else ``steps``."""
+        return self.steps if self.sigmas is None else len(self.sigmas) - 1
+
+    def sigma_list(self) -> torch.Tensor:
+        """The chunk's sigma list: the user's, or the release's ``sampling_sigmas(steps, shift)``."""
+        if self.sigmas is None:
+            return sampling_sigmas(self.steps, self.shift)
+        return torch.tensor(self.sigmas, dtype=torch.float32)
 
     def as_dict(self) -> dict:
         """Plain dict for the fingerprint and the run folder's JSON."""
@@ -72,6 +92,7 @@ class AnimationSettings:
             else {"schedule": r.schedule.name, "weight": r.schedule.weight, "strength": r.strength},
             # only when not the default, so the fingerprints of latent-carry runs stay as they were
             **({} if self.motion_carry == "latent" else {"motion_carry": self.motion_carry}),
+            **({} if self.sigmas is None else {"sigmas": [float(x) for x in self.sigmas]}),
         }
 
 
@@ -256,15 +277,16 @@ class ChunkLoop:
         memory = init_memory(ref, s.chunk.anchors, s.anchor_policy, s.anchor_seed, users, fingerprint)
         return replace(memory, last_frame=np.array(reference, copy=True))
 
-    def sample(
+    def request(
         self,
         memory: LatentMemory,
         chunk: ChunkWindow,
         inputs: RunInputs,
         on_step: Callable[[int, int, torch.Tensor], None] | None = None,
-    ) -> tuple[torch.Tensor, np.ndarray]:
-        """Denoise chunk ``memory.chunk_index``; returns (generated latents [C, G, h, w] in model
-        space, the chunk's pose window uint8 [F, H, W, 3]). Raises NonFiniteError on NaN/inf."""
+    ) -> tuple[ChunkRequest, np.ndarray]:
+        """Everything the model call of chunk ``memory.chunk_index`` needs, and the chunk's pose
+        window uint8 [F, H, W, 3]. ``sample`` runs it; the Chunk Conditioning node hands it to a
+        stock sampler instead."""
         s, stats = self.settings, self.stats
         if chunk.index != memory.chunk_index:
             raise ConfigError(
@@ -296,21 +318,38 @@ class ChunkLoop:
             pose=pose,
             clip_image=memory.last_frame,
             face_frames=face_frames,
-            sigmas=sampling_sigmas(s.steps, s.shift),
+            sigmas=s.sigma_list(),
             restoration=s.restoration,
             on_step=on_step,
         )
+        return request, pose_frames
+
+    def sample(
+        self,
+        memory: LatentMemory,
+        chunk: ChunkWindow,
+        inputs: RunInputs,
+        on_step: Callable[[int, int, torch.Tensor], None] | None = None,
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """Denoise chunk ``memory.chunk_index``; returns (generated latents [C, G, h, w] in model
+        space, the chunk's pose window uint8 [F, H, W, 3]). Raises NonFiniteError on NaN/inf."""
+        request, pose_frames = self.request(memory, chunk, inputs, on_step)
         t = time.perf_counter()
         latents = self.backend.sample(request)
-        stats.sample += time.perf_counter() - t
-        generated = latents[:, s.chunk.anchors:]
+        self.stats.sample += time.perf_counter() - t
+        return self.generated(chunk, latents), pose_frames
+
+    def generated(self, chunk: ChunkWindow, latents: torch.Tensor) -> torch.Tensor:
+        """The generated slots [C, G, h, w] of a sampler's output [C, K+G, h, w] (model space);
+        NonFiniteError, naming the chunk, on NaN/inf."""
+        generated = latents[:, self.settings.chunk.anchors:]
         if not is_finite(generated):
             raise NonFiniteError(
                 f"Chunk {chunk.index} produced NaN/inf latents; the finished chunks 0..{chunk.index - 1} "
                 "are kept. Try another seed, fp32/bf16 instead of fp16, or a lower LoRA strength.",
                 chunk.index,
             )
-        return generated, pose_frames
+        return generated
 
     def decode(self, generated: torch.Tensor) -> np.ndarray:
         """A chunk's generated latents -> uint8 frames [F, H, W, 3]."""

@@ -50,6 +50,7 @@ class ComfyWanBackend:
         cfg: float = 1.0,
         clip_crop: bool = False,
         decode: DecodeOptions | None = None,
+        sampler=None,
     ):
         self.model = model
         self.vae = vae
@@ -59,6 +60,7 @@ class ComfyWanBackend:
         self.cfg = float(cfg)
         self.clip_crop = clip_crop
         self.decode_options = decode or DecodeOptions()
+        self.sampler = sampler  # a ComfyUI SAMPLER (KSamplerSelect, ...); None = the release's Euler
         self.latent_format = model.get_model_object("latent_format")
         self.frame_encodes = 0
         self.video_encodes = 0
@@ -150,10 +152,11 @@ class ComfyWanBackend:
             if request.on_step is not None:
                 request.on_step(step + 1, n, x)
 
-        if request.restoration is None:
-            sampler = comfy.samplers.sampler_object("euler")
-        else:
+        if request.restoration is not None:
+            refuse_restoration_with_sampler(self.sampler)
             sampler = comfy.samplers.KSAMPLER(_restorative_euler(request))
+        else:
+            sampler = self.sampler if self.sampler is not None else comfy.samplers.sampler_object("euler")
         samples = comfy.sample.sample_custom(
             self.model,
             noise,
@@ -193,6 +196,15 @@ def _restorative_euler(request: ChunkRequest):
         return sample_chunk(ComfyDenoiser(), x, cond, sigmas, anchors, request.restoration, on_step)
 
     return sample_fn
+
+
+def refuse_restoration_with_sampler(sampler) -> None:
+    """Anchor restoration is a term inside the pack's own Euler steps: it cannot run in another sampler."""
+    if sampler is not None:
+        raise ConfigError(
+            "restoration 'anchors' runs inside the pack's own Euler steps, so it cannot be combined with a "
+            "SAMPLER input. Disconnect the sampler (a SIGMAS input still works) or set restoration to off."
+        )
 
 
 def require_even_resolution(width: int, height: int) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .api_version import ComfyExtension, io
 
-from .granular_nodes import ChunkSampler, DecodeStitch, LatentMemoryInit, MemoryPropagate
+from .granular_nodes import ChunkConditioning, ChunkSampler, DecodeStitch, LatentMemoryInit, MemoryPropagate
 from .long_node import LongAnimation
 from .lora_node import LoadEverAnimateLoRA
 
@@ -12,6 +12,7 @@ NODES: list[type[io.ComfyNode]] = [
     LoadEverAnimateLoRA,
     LatentMemoryInit,
     ChunkSampler,
+    ChunkConditioning,
     MemoryPropagate,
     DecodeStitch,
     LongAnimation,

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from .api_version import io
 
 from everanimate_core.errors import ConfigError, DrivingVideoError
@@ -19,12 +20,12 @@ from everanimate_core.infra.runs import RunStore
 from everanimate_core.pipeline import AnimationSettings, ChunkLoop, RunInputs, kept_frames
 from everanimate_core.plan import ChunkSettings, ChunkWindow
 
-from .comfy_backend import ComfyWanBackend, DecodeOptions, require_even_resolution
+from .comfy_backend import ComfyWanBackend, DecodeOptions, refuse_restoration_with_sampler, require_even_resolution
 from .sockets import CHUNK_TYPE, MEMORY_TYPE, ChunkHandle, GraphMemory, check_chunk_follows, plan_to_dicts
 from .images import RESIZE_MODES, prepare_reference
 from .output import VideoOutput, output_inputs
 from .progress import ChunkProgress, check_cancel
-from .settings import anchor_inputs, build_settings, cfg_of, chunk_inputs, sampling_inputs, size_inputs
+from .settings import anchor_inputs, build_settings, cfg_of, chunk_inputs, sampler_inputs, sampling_inputs, seed_inputs, size_inputs
 from .video_input import choose_audio, close_sources, driving_video, fit_note, resolve_fps
 from .wan_patch import require_wan_animate, with_k_anchor_patch
 
@@ -115,6 +116,7 @@ class ChunkSampler(io.ComfyNode):
                 io.Int.Input("total_frames", default=0, min=0, max=1_000_000, tooltip="Output length in frames; 0 = the pose video's length."),
                 io.MultiType.Input("face_video", types=[io.Video, io.Image], optional=True, tooltip="Optional face crops (512x512), a VIDEO or an IMAGE batch, read with the same window mode over its own length."),
                 io.ClipVision.Input("clip_vision", optional=True, tooltip="CLIP vision model (clip_vision_h): encodes the reference for chunk 0, the previous chunk's last frame after."),
+                *sampler_inputs(),
             ],
             outputs=[
                 Chunk.Output(display_name="chunk", tooltip="The sampled chunk (latents kept in the session folder)."),
@@ -124,50 +126,127 @@ class ChunkSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, vae, memory: GraphMemory, pose_video, frames_per_chunk, overlap, total_frames, face_video=None, clip_vision=None, **kw) -> io.NodeOutput:
-        require_wan_animate(model, "EverAnimate Chunk Sampler")
+        job = _ChunkJob(cls, "EverAnimate Chunk Sampler", model, positive, negative, vae, memory, pose_video, face_video, clip_vision,
+                        dict(kw, frames_per_chunk=frames_per_chunk, overlap=overlap, total_frames=total_frames))
+        try:
+            generated, pose_frames = job.loop.sample(job.memory.memory, job.chunk, job.inputs, on_step=lambda i, n, x: job.progress.on_step(0, i, n))
+        except DrivingVideoError as e:
+            raise job.stopped(e) from None
+        finally:
+            job.close()
+        memory.store.save_latents(job.chunk.index, generated)
+        return io.NodeOutput(job.handle(pose_frames))
+
+
+class _ChunkJob:
+    """What the Chunk Sampler and Chunk Conditioning share: settings, the driving windows, the
+    backend, the loop and the chunk the memory is ready for."""
+
+    def __init__(self, node, what, model, positive, negative, vae, memory: GraphMemory, pose_video, face_video, clip_vision, kw):
+        require_wan_animate(model, what)
         mem = memory.memory
-        kw.update(frames_per_chunk=frames_per_chunk, overlap=overlap, anchors=mem.num_anchors, anchor_policy=mem.anchor_policy, anchor_seed=mem.anchor_seed)
-        settings = build_settings(kw)
-        driving = driving_video(pose_video, "pose video", memory.width, memory.height, memory.resize_mode)
-        pose = driving.frames
-        face = None if face_video is None else driving_video(face_video, "face video").frames
-        inputs = RunInputs(memory.reference, pose, face, total_frames=total_frames or None)
-        backend = ComfyWanBackend(with_k_anchor_patch(model, mem.num_anchors), vae, positive, negative, clip_vision, cfg_of(kw))
-        loop = ChunkLoop(backend, settings)
-        plan = loop.plan(inputs)
+        kw.update(anchors=mem.num_anchors, anchor_policy=mem.anchor_policy, anchor_seed=mem.anchor_seed)
+        self.settings = settings = build_settings(kw)
+        self.memory = memory
+        self.driving = driving_video(pose_video, "pose video", memory.width, memory.height, memory.resize_mode)
+        self.pose = self.driving.frames
+        self.face = None if face_video is None else driving_video(face_video, "face video").frames
+        self.inputs = RunInputs(memory.reference, self.pose, self.face, total_frames=kw["total_frames"] or None)
+        if settings.restoration is not None:
+            refuse_restoration_with_sampler(kw.get("sampler"))
+        self.model = with_k_anchor_patch(model, mem.num_anchors)
+        self.backend = ComfyWanBackend(self.model, vae, positive, negative, clip_vision, cfg_of(kw), sampler=kw.get("sampler"))
+        self.loop = ChunkLoop(self.backend, settings)
+        self.plan = plan = self.loop.plan(self.inputs)
         if mem.chunk_index >= len(plan):
+            self.close()
             raise ConfigError(
                 f"The video is complete: all {len(plan)} chunks for {plan.total_frames} frames are done. "
-                "Remove this Chunk Sampler or raise total_frames."
+                f"Remove this node or raise total_frames."
             )
-        chunk = plan[mem.chunk_index]
-        progress = ChunkProgress(1, settings.steps, cls.hidden.unique_id)
-        note = fit_note(driving, memory.width, memory.height, memory.resize_mode) if chunk.index == 0 else None
+        self.chunk = plan[mem.chunk_index]
+        self.progress = ChunkProgress(1, settings.num_steps, node.hidden.unique_id)
+        note = fit_note(self.driving, memory.width, memory.height, memory.resize_mode) if self.chunk.index == 0 else None
         if note:
-            progress.text(note)
-        progress.text(f"EverAnimate: chunk {chunk.index + 1} of {len(plan)}")
-        try:
-            generated, pose_frames = loop.sample(mem, chunk, inputs, on_step=lambda i, n, x: progress.on_step(0, i, n))
-        except DrivingVideoError as e:
-            raise DrivingVideoError(
-                f"Chunk {chunk.index + 1} of {len(plan)} stopped: {e} The earlier chunks' latents stay in "
-                f"{memory.store.path}."
-            ) from None
-        finally:
-            close_sources(pose, face)
-        memory.store.save_latents(chunk.index, generated)
-        handle = ChunkHandle(
-            store=memory.store,
-            index=chunk.index,
-            plan_total=plan.total_frames,
-            settings=settings.chunk.as_dict(),
-            chunks=plan_to_dicts(plan),
-            fps_hint=None if driving.fps is None else float(driving.fps),
-            pose_window=pose_frames if (chunk.index == 0 and mem.anchor_policy == "pose_diverse") else None,
-            audio=driving.audio,
-            reference=memory.reference,
+            self.progress.text(note)
+        self.progress.text(f"EverAnimate: chunk {self.chunk.index + 1} of {len(plan)}")
+
+    def stopped(self, e: Exception) -> DrivingVideoError:
+        return DrivingVideoError(
+            f"Chunk {self.chunk.index + 1} of {len(self.plan)} stopped: {e} The earlier chunks' latents stay in "
+            f"{self.memory.store.path}."
         )
-        return io.NodeOutput(handle)
+
+    def close(self) -> None:
+        close_sources(self.pose, self.face)
+
+    def handle(self, pose_frames, sampled_here: bool = True) -> ChunkHandle:
+        mem = self.memory.memory
+        return ChunkHandle(
+            store=self.memory.store,
+            index=self.chunk.index,
+            plan_total=self.plan.total_frames,
+            settings=self.settings.chunk.as_dict(),
+            chunks=plan_to_dicts(self.plan),
+            fps_hint=None if self.driving.fps is None else float(self.driving.fps),
+            pose_window=pose_frames if (self.chunk.index == 0 and mem.anchor_policy == "pose_diverse") else None,
+            audio=self.driving.audio,
+            reference=self.memory.reference,
+            sampled=sampled_here,
+        )
+
+
+class ChunkConditioning(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="EverAnimateChunkConditioning",
+            display_name="EverAnimate Chunk Conditioning",
+            category="EverAnimate",
+            description=(
+                "The next chunk's conditioning for ANY sampler (KSampler, KSamplerAdvanced, "
+                "SamplerCustomAdvanced, a multi-GPU sampler): the EverAnimate layout [anchors | motion "
+                "latent | zero padding], the chunk's pose (and face) window and CLIP image in positive / "
+                "negative, the chunk's empty LATENT (K anchor + generated slots), the chunk's seed and a "
+                "MODEL with the K-anchor patch. Sample, then give the LATENT to Memory Propagate."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="Wan2.2-Animate-14B (through Load EverAnimate LoRA, or with your own LoRA and shift nodes)."),
+                io.Conditioning.Input("positive", tooltip="Text conditioning (UMT5)."),
+                io.Conditioning.Input("negative", tooltip="Negative text conditioning."),
+                io.Vae.Input("vae", tooltip="The Wan 2.1 VAE (encodes the pose window)."),
+                Memory.Input("memory", tooltip="From Latent Memory Init (chunk 0) or Memory Propagate."),
+                io.MultiType.Input("pose_video", types=[io.Video, io.Image], tooltip="The whole driving pose video: a VIDEO from Load Video (only the chunk's window is decoded) or an IMAGE batch."),
+                *chunk_inputs(),
+                *seed_inputs(),
+                io.Int.Input("total_frames", default=0, min=0, max=1_000_000, tooltip="Output length in frames; 0 = the pose video's length."),
+                io.MultiType.Input("face_video", types=[io.Video, io.Image], optional=True, tooltip="Optional face crops (512x512), a VIDEO or an IMAGE batch."),
+                io.ClipVision.Input("clip_vision", optional=True, tooltip="CLIP vision model (clip_vision_h): the reference for chunk 0, the previous chunk's last frame after."),
+            ],
+            outputs=[
+                io.Model.Output(display_name="model", tooltip="The MODEL with the K-anchor patch (pose and face start at slot K): sample with this one."),
+                io.Conditioning.Output(display_name="positive", tooltip="Positive conditioning of this chunk."),
+                io.Conditioning.Output(display_name="negative", tooltip="Negative conditioning of this chunk."),
+                io.Latent.Output(display_name="latent", tooltip="The chunk's empty LATENT (K + G slots): sample it at denoise 1."),
+                io.Int.Output(display_name="seed", tooltip="This chunk's seed (seed x chunk with the multiply policy): link it to the sampler's seed to keep the release's per-chunk seeds."),
+                Chunk.Output(display_name="chunk", tooltip="Which chunk this is; give it to Memory Propagate with the sampled LATENT."),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, vae, memory: GraphMemory, pose_video, frames_per_chunk, overlap, total_frames, face_video=None, clip_vision=None, **kw) -> io.NodeOutput:
+        job = _ChunkJob(cls, "EverAnimate Chunk Conditioning", model, positive, negative, vae, memory, pose_video, face_video, clip_vision,
+                        dict(kw, frames_per_chunk=frames_per_chunk, overlap=overlap, total_frames=total_frames))
+        try:
+            request, pose_frames = job.loop.request(memory.memory, job.chunk, job.inputs)
+        except DrivingVideoError as e:
+            raise job.stopped(e) from None
+        finally:
+            job.close()
+        pos, neg = job.backend.conditioning(request)
+        latent = {"samples": torch.zeros(request.noise.shape, dtype=torch.float32)}
+        return io.NodeOutput(job.model, pos, neg, latent, request.seed, job.handle(pose_frames, sampled_here=False))
 
 
 def chunk_frames(vae, handle: ChunkHandle, index: int, decode: DecodeOptions) -> np.ndarray:
@@ -197,21 +276,48 @@ class MemoryPropagate(io.ComfyNode):
                 Chunk.Input("chunk", tooltip="The chunk from the Chunk Sampler that used this memory."),
                 io.Vae.Input("vae", tooltip="The Wan 2.1 VAE (decodes the chunk; encodes the anchor frames after chunk 0)."),
                 io.Boolean.Input("tiled_decode", default=False, tooltip="Decode in tiles to save VRAM at large sizes."),
+                io.Latent.Input("samples", optional=True, tooltip="The sampled LATENT of a chunk from Chunk Conditioning (any sampler's output). Leave empty after a Chunk Sampler."),
             ],
-            outputs=[Memory.Output(display_name="memory", tooltip="The memory for the next chunk.")],
+            outputs=[
+                Memory.Output(display_name="memory", tooltip="The memory for the next chunk."),
+                Chunk.Output(display_name="chunk", tooltip="The same chunk, now decoded and stored: give the last one to Decode & Stitch."),
+            ],
         )
 
     @classmethod
-    def execute(cls, memory: GraphMemory, chunk: ChunkHandle, vae, tiled_decode) -> io.NodeOutput:
+    def execute(cls, memory: GraphMemory, chunk: ChunkHandle, vae, tiled_decode, samples=None) -> io.NodeOutput:
         check_chunk_follows(memory, chunk)
         check_cancel()
         backend = ComfyWanBackend(_LatentOnly(), vae, None, None, decode=DecodeOptions(tiled=tiled_decode))
         loop = ChunkLoop(backend, AnimationSettings(chunk=chunk.chunk_settings))
-        generated = chunk.store.load_latents(chunk.index)
+        if samples is not None:
+            generated = loop.generated(chunk.window, sampled_latents(backend, samples, chunk))
+            chunk.store.save_latents(chunk.index, generated)
+            chunk = replace(chunk, sampled=True)
+        elif not chunk.sampled:
+            raise ConfigError(
+                f"Chunk {chunk.index + 1} comes from Chunk Conditioning: connect the sampler's LATENT output "
+                "to this node's samples input."
+            )
+        else:
+            generated = chunk.store.load_latents(chunk.index)
         frames = loop.decode(generated)
         chunk.store.save_frames(chunk.index, kept_frames(chunk.window, frames))
         new = loop.advance(memory.memory, generated, frames, chunk.pose_window)
-        return io.NodeOutput(replace(memory, memory=new))
+        return io.NodeOutput(replace(memory, memory=new), chunk)
+
+
+def sampled_latents(backend: ComfyWanBackend, samples: dict, chunk: ChunkHandle) -> torch.Tensor:
+    """A stock sampler's LATENT of one chunk -> model-space latents [C, K+G, h, w]."""
+    x = samples["samples"] if isinstance(samples, dict) else samples
+    expected = chunk.chunk_settings.anchors + chunk.window.latents
+    if x.dim() != 5 or x.shape[0] != 1 or x.shape[2] != expected:
+        raise ConfigError(
+            f"The samples input has shape {tuple(x.shape)} but chunk {chunk.index + 1} needs one latent of "
+            f"{expected} slots ([1, C, {expected}, h, w]): connect the LATENT sampled from this chunk's "
+            "Chunk Conditioning output, at batch size 1."
+        )
+    return backend.to_model_space(x)[0]
 
 
 class _PoseFacts:
@@ -252,6 +358,11 @@ class DecodeStitch(io.ComfyNode):
 
     @classmethod
     def execute(cls, chunk: ChunkHandle, vae, tiled_decode, audio=None, **kw) -> io.NodeOutput:
+        if not chunk.sampled:
+            raise ConfigError(
+                "This chunk comes from Chunk Conditioning and is not sampled yet: connect Decode & Stitch to "
+                "the chunk output of the last Memory Propagate (which takes the sampled LATENT)."
+            )
         pose = _PoseFacts(chunk.fps_hint, chunk.audio)
         fps, fps_note = resolve_fps(kw.get("fps", 0.0), pose)
         out = VideoOutput.from_widgets(kw, fps)

@@ -18,13 +18,13 @@ from everanimate_core.infra.identity import array_digest
 from everanimate_core.infra.runs import RunStore
 from everanimate_core.pipeline import ChunkLoop, LoopHooks, RunInputs, run_config
 
-from .comfy_backend import ComfyWanBackend, DecodeOptions, require_even_resolution
+from .comfy_backend import ComfyWanBackend, DecodeOptions, refuse_restoration_with_sampler, require_even_resolution
 from .granular_nodes import everanimate_root
 from .sockets import upstream_signature
 from .images import RESIZE_MODES, prepare_reference
 from .output import VideoOutput, output_inputs
 from .progress import ChunkProgress
-from .settings import anchor_inputs, build_settings, cfg_of, chunk_inputs, sampling_inputs, size_inputs
+from .settings import anchor_inputs, build_settings, cfg_of, chunk_inputs, sampler_inputs, sampling_inputs, size_inputs
 from .video_input import choose_audio, close_sources, driving_video, fit_note, resolve_fps
 from .wan_patch import require_wan_animate, with_k_anchor_patch
 
@@ -67,6 +67,7 @@ class LongAnimation(io.ComfyNode):
                 io.ClipVision.Input("clip_vision", optional=True, tooltip="CLIP vision model (clip_vision_h): the reference for chunk 0, the previous chunk's last frame after."),
                 io.Image.Input("anchor_images", optional=True, tooltip="Extra views of the character for the 'user' anchor policy."),
                 io.Audio.Input("audio", optional=True, tooltip="Sound for the MP4 (e.g. Get Video Components' audio of the original dance), cut to the animation's length. Empty = the pose VIDEO's own audio track, if it has one."),
+                *sampler_inputs(),
             ],
             outputs=VideoOutput.outputs(),
             hidden=[io.Hidden.unique_id, io.Hidden.prompt],
@@ -100,9 +101,11 @@ class LongAnimation(io.ComfyNode):
             )
         total = int(round(duration_seconds * float(fps))) if duration_seconds > 0 else None
         inputs = RunInputs(ref, pose, face, users, total)
+        if settings.restoration is not None:
+            refuse_restoration_with_sampler(kw.get("sampler"))
         backend = ComfyWanBackend(
             with_k_anchor_patch(model, settings.chunk.anchors), vae, positive, negative, clip_vision,
-            cfg_of(kw), decode=DecodeOptions(tiled=tiled_decode),
+            cfg_of(kw), decode=DecodeOptions(tiled=tiled_decode), sampler=kw.get("sampler"),
         )
         loop = ChunkLoop(backend, settings)
         plan = loop.plan(inputs)
@@ -118,7 +121,7 @@ class LongAnimation(io.ComfyNode):
         run = RunStore.open(everanimate_root() / "runs", config, name=run_name)
         folder = run.path
         done = run.finished()
-        progress = ChunkProgress(len(plan), settings.steps, cls.hidden.unique_id, first_chunk=done)
+        progress = ChunkProgress(len(plan), settings.num_steps, cls.hidden.unique_id, first_chunk=done)
         for note in notes:
             progress.text(note)
         if done:

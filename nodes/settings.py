@@ -41,20 +41,35 @@ def anchor_inputs() -> list:
     ]
 
 
-def sampling_inputs() -> list:
+def seed_inputs() -> list:
+    """The chunk seeds and how a short driving video is read (shared with Chunk Conditioning)."""
     return [
-        io.Int.Input("steps", default=release.STEPS, min=1, max=200, tooltip="Euler steps per chunk (release 20)."),
-        io.Float.Input("cfg", default=release.CFG, min=0.0, max=30.0, step=0.1, tooltip="Classifier-free guidance (release 1.0: the negative is not evaluated)."),
-        io.Float.Input("shift", default=release.SHIFT, min=0.01, max=100.0, step=0.1, tooltip="Sigma shift of the schedule (release 5)."),
         io.Int.Input(
             "seed", default=release.SEED, min=0, max=2**31 - 1, control_after_generate=True,
             tooltip="Base seed; with the 'multiply' policy chunk c uses seed*c (release 42*c). Keep its control on 'fixed': re-queueing the same settings then resumes the run.",
         ),
         io.Combo.Input("seed_policy", options=list(SEED_POLICIES), default=release.SEED_POLICY, tooltip="multiply: seed*c (release); increment: seed+c; fixed: seed for every chunk."),
         io.Combo.Input("window_mode", options=list(WINDOW_MODES), default=release.WINDOW_MODE, tooltip="How a driving video shorter than needed is read: pingpong (release), loop, hold the last frame, or strict (error)."),
+    ]
+
+
+def sampling_inputs() -> list:
+    return [
+        io.Int.Input("steps", default=release.STEPS, min=1, max=200, tooltip="Euler steps per chunk (release 20); ignored when a SIGMAS input is connected."),
+        io.Float.Input("cfg", default=release.CFG, min=0.0, max=30.0, step=0.1, tooltip="Classifier-free guidance (release 1.0: the negative is not evaluated)."),
+        io.Float.Input("shift", default=release.SHIFT, min=0.01, max=100.0, step=0.1, tooltip="Sigma shift of the schedule (release 5)."),
+        *seed_inputs(),
         io.Combo.Input("restoration", options=list(RESTORATION_MODES), default="off", tooltip="off = the release (restoration lives in the LoRA). anchors = opt-in inference-time restoration of the anchor slots (experimental)."),
         io.Float.Input("restoration_strength", default=release.RESTORATION_STRENGTH, min=0.0, max=10.0, step=0.05, tooltip="Scale of the restorative velocity term when restoration is on."),
         io.Combo.Input("restoration_schedule", options=list(RESTORATION_SCHEDULES), default=release.RESTORATION_SCHEDULE, tooltip="alpha(sigma) of the restorative term (the released LoRA was trained with gaussian_timestep)."),
+    ]
+
+
+def sampler_inputs() -> list:
+    """Optional stock SAMPLER / SIGMAS sockets: few-step distilled LoRAs and other samplers."""
+    return [
+        io.Sampler.Input("sampler", optional=True, tooltip="Optional SAMPLER (e.g. KSamplerSelect) used for every chunk instead of the release's Euler; per-chunk seeds and the latent memory stay the same. Not with restoration 'anchors'."),
+        io.Sigmas.Input("sigmas", optional=True, tooltip="Optional SIGMAS (e.g. BasicScheduler, 4-8 steps for a distilled LoRA) used for every chunk instead of steps + shift; the steps widget is then ignored."),
     ]
 
 
@@ -83,6 +98,7 @@ def build_settings(kw: dict) -> AnimationSettings:
         anchor_seed=int(kw.get("anchor_seed", release.ANCHOR_SEED)),
         window_mode=kw.get("window_mode", release.WINDOW_MODE),
         restoration=restoration,
+        sigmas=None if kw.get("sigmas") is None else tuple(float(x) for x in kw["sigmas"].flatten().tolist()),
     )
 
 

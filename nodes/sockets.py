@@ -60,6 +60,7 @@ class ChunkHandle:
     pose_window: np.ndarray | None = None  # chunk 0 only, for the pose_diverse anchor policy
     audio: Any = None  # the pose VIDEO's own sound (an AudioTrack), for Decode & Stitch
     reference: np.ndarray | None = None  # the reference frame, for Decode & Stitch's colour match
+    sampled: bool = True  # False for a chunk from Chunk Conditioning until Memory Propagate gets its LATENT
 
     @property
     def window(self) -> ChunkWindow:
@@ -92,7 +93,7 @@ def check_chunk_follows(memory: GraphMemory, handle: ChunkHandle) -> None:
         )
 
 
-UPSTREAM_INPUTS = ("model", "positive", "negative", "vae", "clip_vision", "reference_image", "pose_video", "face_video", "anchor_images")
+UPSTREAM_INPUTS = ("model", "positive", "negative", "vae", "clip_vision", "reference_image", "pose_video", "face_video", "anchor_images", "sampler", "sigmas")
 
 
 def upstream_signature(prompt: dict | None, node_id: str | None) -> str:

@@ -190,3 +190,47 @@ def test_loop_stats_summary_is_what_the_long_node_logs():
         "chunks_run": 3, "wall_s": 2.0, "sample_s": 1.5, "decode_s": 0.2, "encode_s": 0.15,
         "loop_overhead_pct": 7.5, "overhead_over_sampler_pct": 10.0, "anchor_encodes": 4, "pose_encodes": 3,
     }
+
+
+def test_a_users_sigma_list_replaces_steps_and_shift_and_enters_the_fingerprint_only_when_given():
+    from dataclasses import replace
+
+    from everanimate_core.flow import sampling_sigmas
+    from everanimate_core.pipeline import ChunkLoop, run_fingerprint
+
+    release = sampling_sigmas(3, SETTINGS.shift)
+    same = replace(SETTINGS, sigmas=tuple(release.tolist()), steps=9)
+    assert same.num_steps == 3 and torch.equal(same.sigma_list(), release)
+    assert "sigmas" not in SETTINGS.as_dict() and run_fingerprint(SETTINGS) != run_fingerprint(same)
+    ref, pose = _inputs(13)
+    inputs = RunInputs(ref, pose)
+    base = ChunkLoop(_random_backend(), SETTINGS)
+    run_plan = base.plan(inputs)[0]
+    a, _, _ = base.generate(base.start(ref), run_plan, inputs)
+    loop = ChunkLoop(_random_backend(), same)
+    b, _, _ = loop.generate(loop.start(ref), run_plan, inputs)
+    assert torch.equal(a, b), "the same sigma list given by hand samples the same chunk"
+    steps = []
+    few = ChunkLoop(_random_backend(), replace(SETTINGS, sigmas=(1.0, 0.6, 0.0)))
+    c, _, _ = few.generate(few.start(ref), run_plan, RunInputs(ref, pose), on_step=lambda i, n, x: steps.append((i, n)))
+    assert steps == [(1, 2), (2, 2)] and not torch.equal(a, c)
+    for bad in ((1.0,), (0.5, 0.9, 0.0), (1.0, float("nan"), 0.0)):
+        with pytest.raises(ConfigError, match="SIGMAS"):
+            replace(SETTINGS, sigmas=bad)
+
+
+def test_request_then_generated_is_what_sample_does_and_nan_names_the_chunk():
+    from everanimate_core.pipeline import ChunkLoop
+
+    ref, pose = _inputs(13)
+    inputs = RunInputs(ref, pose)
+    loop = ChunkLoop(_random_backend(), SETTINGS)
+    memory = loop.start(ref)
+    chunk = loop.plan(inputs)[0]
+    direct, _ = loop.sample(memory, chunk, inputs)
+    request, pose_frames = loop.request(memory, chunk, inputs)
+    assert request.seed == 0 and request.noise.shape[2] == SETTINGS.chunk.anchors + chunk.latents
+    assert torch.equal(loop.generated(chunk, loop.backend.sample(request)), direct)
+    assert pose_frames.shape[0] == chunk.frames
+    with pytest.raises(NonFiniteError, match="Chunk 0"):
+        loop.generated(chunk, loop.backend.sample(request) * float("nan"))

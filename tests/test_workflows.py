@@ -231,7 +231,7 @@ def test_generator_reproduces_the_shipped_files():
 def test_every_pack_node_has_a_help_page():
     """The frontend's node help reads /extensions/<pack>/docs/<NodeId>.md (WEB_DIRECTORY = web)."""
     ids = sorted(n for n in SCHEMAS if n.startswith("EverAnimate"))
-    assert len(ids) == 6
+    assert len(ids) == 7  # the six nodes of the design card + Chunk Conditioning
     for nid in ids:
         page = (REPO / "web" / "docs" / f"{nid}.md").read_text()
         assert page.startswith("# " + SCHEMAS[nid]["display_name"].split(" (")[0]), nid

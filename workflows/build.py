@@ -37,10 +37,14 @@ VAE = "wan_2.1_vae.safetensors"
 LORA = "stage2_480p.safetensors"
 POSITIVE = "The character is dancing in the room"
 NEGATIVE = "blurry, low quality, static, distorted face, extra fingers, deformed, watermark, subtitles"
+DISTILL_LORA = "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"
+FEW_STEPS = 6
+
 USED_NODES = [
     "UNETLoader", "CLIPLoader", "CLIPTextEncode", "VAELoader", "CLIPVisionLoader", "LoadImage", "LoadVideo",
     "GetVideoComponents", "SaveVideo", "EverAnimateLoadLoRA", "EverAnimateLatentMemoryInit",
-    "EverAnimateChunkSampler", "EverAnimateMemoryPropagate", "EverAnimateDecodeStitch", "EverAnimateLongAnimation",
+    "EverAnimateChunkSampler", "EverAnimateChunkConditioning", "EverAnimateMemoryPropagate", "EverAnimateDecodeStitch",
+    "EverAnimateLongAnimation", "KSampler", "KSamplerSelect", "BasicScheduler", "LoraLoaderModelOnly",
 ]
 
 # Public download addresses and model folders (the frontend's Missing Models dialog offers them).
@@ -50,6 +54,7 @@ MODELS = {
     CLIP_VISION: ("https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/clip_vision/clip_vision_h.safetensors", "clip_vision"),
     VAE: ("https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files/vae/wan_2.1_vae.safetensors", "vae"),
     LORA: ("https://huggingface.co/epfl-vita/everanimate/resolve/main/ckpts/everanimate-v1-lora32/stage2_480p.safetensors", "loras"),
+    DISTILL_LORA: ("https://huggingface.co/Kijai/WanVideo_comfy/resolve/main/Lightx2v/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors", "loras"),
 }
 
 COLUMN = 460  # node width 400 + gutter
@@ -194,6 +199,38 @@ def long_animation(schemas: dict, run_name: str = "", resume_note: bool = False)
     return g
 
 
+FEW_STEP_NOTE = (
+    "## Few steps with a distilled LoRA\n\n"
+    "The lightx2v step-distill LoRA (the one ComfyUI's own Wan 2.2 Animate template uses) is stacked "
+    "after the EverAnimate LoRA with the stock **LoraLoaderModelOnly**. Its users sample 4-8 steps at "
+    f"cfg 1; this graph uses {FEW_STEPS} steps of euler on the simple schedule (**KSamplerSelect** + "
+    "**BasicScheduler**, connected to Long Animation's `sampler` and `sigmas`). The `steps` widget is then "
+    "ignored; the latent memory, the K anchors and the per-chunk seeds are those of the release.\n\n"
+    "Any other SAMPLER / SIGMAS node works the same way. Keep `restoration` off: the anchor restoration "
+    "runs inside the pack's own Euler and is refused with a SAMPLER input."
+)
+
+
+def few_step(schemas: dict) -> Graph:
+    g = Graph(schemas)
+    model_, pos, neg, vae, cv, ref, pose, face, _ = common(g, face=True)
+    distill = g.add("LoraLoaderModelOnly", "Distilled LoRA (few steps)", model=(model_, 0), lora_name=DISTILL_LORA, strength_model=1.0, models=model(DISTILL_LORA))
+    select = g.add("KSamplerSelect", sampler_name="euler")
+    sched = g.add("BasicScheduler", model=(distill, 0), scheduler="simple", steps=FEW_STEPS, denoise=1.0)
+    stack(g, [distill, select, sched], 3 * COLUMN, 0)
+    g.group("Step 5 - Few-step sampling", [distill, select, sched])
+    long = g.add(
+        "EverAnimateLongAnimation", model=(distill, 0), positive=(pos, 0), negative=(neg, 0), vae=(vae, 0),
+        reference_image=(ref, 0), pose_video=(pose, 0), face_video=(face, 0), clip_vision=(cv, 0),
+        sampler=(select, 0), sigmas=(sched, 0), filename_prefix="everanimate/EverAnimate_few_step",
+    )
+    stack(g, [long], 4 * COLUMN, 0)
+    g.group("Step 6 - EverAnimate: the whole video, chunk by chunk", [long])
+    notes_column(g, [("Few-step sampling", FEW_STEP_NOTE, 380), ("About the driving videos", VIDEOS_NOTE, 420)], 5 * COLUMN + 40)
+    notes_column(g, [("Model links", MODELS_NOTE, 420)], -600)
+    return g
+
+
 def three_chunks(schemas: dict) -> Graph:
     g = Graph(schemas)
     model_, pos, neg, vae, cv, ref, pose, _, _ = common(g, face=False)
@@ -227,6 +264,7 @@ def build(schemas: dict) -> dict[str, Graph]:
         "everanimate_long_animation": long_animation(schemas),
         "everanimate_three_chunks": three_chunks(schemas),
         "everanimate_resume_run": long_animation(schemas, run_name="my_long_run", resume_note=True),
+        "everanimate_few_step": few_step(schemas),
     }
     for name, g in graphs.items():
         if g.overlaps():

@@ -55,6 +55,9 @@ REQUIRE_BYTE_IDENTICAL_RESUME = True  # the writer turns off x264's mbtree (see 
 SHIPPED_UNET = ("diffusion_models", "Wan2_2-Animate-14B_fp8_e4m3fn_scaled_KJ.safetensors")
 SHIPPED_VAE = ("vae", "wan_2.1_vae.safetensors")
 SHIPPED_LORA = ("loras", "stage2_480p.safetensors")
+# The few-step workflow's distilled LoRA, loaded by ComfyUI's stock LoraLoaderModelOnly: a tiny
+# LoRA in ComfyUI's own key format (diffusion_model.<module>.lora_A/B.weight) stands in for it.
+SHIPPED_DISTILL_LORA = ("loras", "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors")
 # Files of nodes the run replaces or removes: present (as placeholders) so the graph opens as in a
 # complete install, never loaded.
 PLACEHOLDERS = [("text_encoders", "umt5_xxl_fp8_e4m3fn_scaled.safetensors"), ("clip_vision", "clip_vision_h.safetensors")]
@@ -118,13 +121,14 @@ def frontend(request) -> tuple[str, Path | None]:
     return request.param, root
 
 
-def _tiny_released_lora(unet: Path, dest: Path, rank: int = 4) -> None:
-    """A LoRA in the released key format for the tiny model (shapes read from its header)."""
+def _tiny_released_lora(unet: Path, dest: Path, rank: int = 4, key: str = "blocks.{b}.{t}.lora_{ab}.default.weight", seed: int = 0) -> None:
+    """A LoRA for the tiny model (shapes read from its header), in the released key format unless
+    ``key`` says otherwise."""
     import torch
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     sd = {}
     with safe_open(str(unet), "pt") as f:
         keys = set(f.keys())
@@ -133,8 +137,8 @@ def _tiny_released_lora(unet: Path, dest: Path, rank: int = 4) -> None:
         for b in blocks:
             for t in LORA_TARGETS:
                 out_f, in_f = f.get_slice(f"{prefix}blocks.{b}.{t}.weight").get_shape()
-                sd[f"blocks.{b}.{t}.lora_A.default.weight"] = torch.randn(rank, in_f, generator=g) * 0.01
-                sd[f"blocks.{b}.{t}.lora_B.default.weight"] = torch.randn(out_f, rank, generator=g) * 0.01
+                sd[key.format(b=b, t=t, ab="A")] = torch.randn(rank, in_f, generator=g) * 0.01
+                sd[key.format(b=b, t=t, ab="B")] = torch.randn(out_f, rank, generator=g) * 0.01
     save_file(sd, str(dest))
 
 
@@ -163,6 +167,8 @@ def ui_server(frontend, comfy_root, tiny_weights, tmp_path_factory):
     (models / SHIPPED_UNET[0] / SHIPPED_UNET[1]).symlink_to(tiny_weights["unet"])
     (models / SHIPPED_VAE[0] / SHIPPED_VAE[1]).symlink_to(tiny_weights["vae"])
     _tiny_released_lora(tiny_weights["unet"], models / SHIPPED_LORA[0] / SHIPPED_LORA[1])
+    _tiny_released_lora(tiny_weights["unet"], models / SHIPPED_DISTILL_LORA[0] / SHIPPED_DISTILL_LORA[1],
+                        key="diffusion_model.blocks.{b}.{t}.lora_{ab}.weight", seed=1)
     for folder, name in PLACEHOLDERS:
         (models / folder / name).write_bytes(b"placeholder: this test never loads it")
     _write_inputs(base / "input")
@@ -657,7 +663,7 @@ def test_missing_lora_is_named_by_the_frontend(chromium, ui_server):
         pg.close()
         hidden.rename(lora)
     assert SHIPPED_LORA[1] in listed, f"the Missing Models list does not name {SHIPPED_LORA[1]}: {listed!r}"
-    present = [SHIPPED_UNET[1], SHIPPED_VAE[1]] + [name for _, name in PLACEHOLDERS]
+    present = [SHIPPED_UNET[1], SHIPPED_VAE[1], SHIPPED_DISTILL_LORA[1]] + [name for _, name in PLACEHOLDERS]
     assert not [n for n in present if n in listed], f"files that are present are listed as missing: {listed!r}"
 
 

@@ -324,3 +324,103 @@ def test_color_match_changes_only_the_video_and_restitches_a_kept_run_without_sa
     starts = [0] + [9 + 5 * k for k in range((POSE_FRAMES - 9 + 4) // 5)]  # 9-frame chunks, overlap 4
     drift_a, drift_b = colour_drift(a, ref, chunk_starts=starts), colour_drift(b, ref, chunk_starts=starts)
     assert drift_b.mean() < 0.5 * drift_a.mean(), (drift_a, drift_b)
+
+
+# --------------------------------------------------------------------------------------------
+# any sampler: Chunk Conditioning + stock KSampler, SAMPLER / SIGMAS inputs
+# --------------------------------------------------------------------------------------------
+
+
+def _ksampler_graph(api: dict, session: str, sampler: str = "euler", scheduler: str = "simple") -> dict:
+    """The three-chunk graph with every Chunk Sampler replaced by Chunk Conditioning -> KSampler ->
+    Memory Propagate(samples), the KSampler's seed linked to the conditioning's chunk seed."""
+    api = json.loads(json.dumps(api))
+    props = {k: v for k, v in api.items() if v["class_type"] == "EverAnimateMemoryPropagate"}
+    stitch = next(k for k, v in api.items() if v["class_type"] == "EverAnimateDecodeStitch")
+    for nid in [k for k, v in api.items() if v["class_type"] == "EverAnimateChunkSampler"]:
+        node = api[nid]
+        keep = ("model", "positive", "negative", "vae", "memory", "pose_video", "frames_per_chunk", "overlap",
+                "seed", "seed_policy", "window_mode", "total_frames")
+        steps = node["inputs"]["steps"]
+        api[nid] = {"class_type": "EverAnimateChunkConditioning", "inputs": {k: v for k, v in node["inputs"].items() if k in keep}}
+        ks = f"{nid}ks"
+        api[ks] = {"class_type": "KSampler", "inputs": {
+            "model": [nid, 0], "positive": [nid, 1], "negative": [nid, 2], "latent_image": [nid, 3], "seed": [nid, 4],
+            "steps": steps, "cfg": 1.0, "sampler_name": sampler, "scheduler": scheduler, "denoise": 1.0}}
+        users = [k for k, v in props.items() if v["inputs"]["chunk"] == [nid, 0]]
+        if users:
+            api[users[0]]["inputs"].update(chunk=[nid, 5], samples=[ks, 0])
+        else:  # the last chunk: a Memory Propagate of its own feeds Decode & Stitch
+            mem = api[nid]["inputs"]["memory"]
+            api[f"{nid}mp"] = {"class_type": "EverAnimateMemoryPropagate", "inputs": {
+                "memory": mem, "chunk": [nid, 5], "vae": api[stitch]["inputs"]["vae"], "tiled_decode": False, "samples": [ks, 0]}}
+            api[stitch]["inputs"]["chunk"] = [f"{nid}mp", 1]
+    init = next(k for k, v in api.items() if v["class_type"] == "EverAnimateLatentMemoryInit")
+    api[init]["inputs"]["session_name"] = session
+    api[stitch]["inputs"]["filename_prefix"] = f"everanimate/{session}"
+    return api
+
+
+def _session_latents(server, prefix: str) -> dict:
+    from safetensors.torch import load_file as load
+
+    (folder,) = [p for p in (server.base / "output" / "everanimate").glob(f"{prefix}_*") if p.is_dir()]
+    return {p.name: load(str(p))["latents"] for p in sorted(folder.glob("latents_*.safetensors"))}
+
+
+def test_stock_ksampler_through_chunk_conditioning_gives_the_pack_samplers_chunks(server, comfy):
+    _write_inputs(server)
+    pack = _tiny_prompt("everanimate_three_chunks", total_frames=19)
+    init = next(k for k, v in pack.items() if v["class_type"] == "EverAnimateLatentMemoryInit")
+    pack[init]["inputs"]["session_name"] = "pack_sampler"
+    hist = server.wait(server.queue(pack))
+    assert hist["status"]["status_str"] == "success", json.dumps(hist["status"])[:3000]
+    stock = _ksampler_graph(pack, "stock_ksampler")
+    hist2 = server.wait(server.queue(stock))
+    assert hist2["status"]["status_str"] == "success", json.dumps(hist2["status"])[:3000]
+    ours, theirs = _session_latents(server, "pack_sampler"), _session_latents(server, "stock_ksampler")
+    assert list(ours) == list(theirs) and len(ours) == 3
+    for name in ours:
+        assert torch.equal(ours[name], theirs[name]), (name, (ours[name] - theirs[name]).abs().max())
+    a = _frames_of(server.base / "output" / _outputs(hist)[0])
+    b = _frames_of(server.base / "output" / _outputs(hist2)[0])
+    assert a.shape[0] == 19 and np.array_equal(a, b)
+    # another stock sampler on the same graph runs and gives other chunks
+    other = _ksampler_graph(pack, "stock_dpmpp", sampler="dpmpp_2m", scheduler="beta")
+    hist3 = server.wait(server.queue(other))
+    assert hist3["status"]["status_str"] == "success", json.dumps(hist3["status"])[:3000]
+    c = _frames_of(server.base / "output" / _outputs(hist3)[0])
+    assert c.shape == a.shape and not np.array_equal(a, c)
+
+
+def _with_sampler(api: dict, sampler: str, steps: int, **overrides) -> dict:
+    api = json.loads(json.dumps(api))
+    long_id = next(k for k, v in api.items() if v["class_type"] == "EverAnimateLongAnimation")
+    lora = next(k for k, v in api.items() if v["class_type"] == "EverAnimateLoadLoRA")
+    api["900"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": sampler}}
+    api["901"] = {"class_type": "BasicScheduler", "inputs": {"model": [lora, 0], "scheduler": "simple", "steps": steps, "denoise": 1.0}}
+    api[long_id]["inputs"].update(sampler=["900", 0], sigmas=["901", 0], **overrides)
+    return api
+
+
+def test_long_animation_sampler_and_sigmas_inputs_keep_the_per_chunk_seeds(server, comfy):
+    _write_inputs(server)
+    plain = _tiny_prompt("everanimate_long_animation", steps=2, filename_prefix="everanimate/plain_euler")
+    hist = server.wait(server.queue(plain))
+    assert hist["status"]["status_str"] == "success", json.dumps(hist["status"])[:3000]
+    # euler on BasicScheduler's simple 2-step list = the release's sampler on the same sigmas and seeds
+    same = _with_sampler(_tiny_prompt("everanimate_long_animation", steps=7, filename_prefix="everanimate/select_euler"), "euler", 2)
+    hist2 = server.wait(server.queue(same))
+    assert hist2["status"]["status_str"] == "success", json.dumps(hist2["status"])[:3000]
+    a = _frames_of(server.base / "output" / _outputs(hist)[0])
+    b = _frames_of(server.base / "output" / _outputs(hist2)[0])
+    assert a.shape[0] == POSE_FRAMES and np.array_equal(a, b), "steps is ignored, the SIGMAS and the chunk seeds are used"
+    few = _with_sampler(_tiny_prompt("everanimate_long_animation", filename_prefix="everanimate/few_step"), "dpmpp_2m", 4)
+    hist3 = server.wait(server.queue(few))
+    assert hist3["status"]["status_str"] == "success", json.dumps(hist3["status"])[:3000]
+    c = _frames_of(server.base / "output" / _outputs(hist3)[0])
+    assert c.shape == a.shape and not np.array_equal(a, c)
+    refused = _with_sampler(_tiny_prompt("everanimate_long_animation", restoration="anchors"), "euler", 2)
+    hist4 = server.wait(server.queue(refused))
+    assert hist4["status"]["status_str"] == "error"
+    assert "cannot be combined with a SAMPLER" in json.dumps(hist4["status"]), json.dumps(hist4["status"])[:2000]
