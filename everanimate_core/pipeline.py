@@ -21,6 +21,7 @@ from .errors import ConfigError, DrivingVideoError, NonFiniteError
 from .flow import is_finite, sampling_sigmas
 from .layout import SlotLayout, build_condition
 from .memory import ANCHOR_POLICIES, LatentMemory, init_memory, propagate
+from .replace import ReplacementSource, chunk_replacement_condition
 from .plan import ChunkPlan, ChunkSettings, ChunkWindow, chunk_driving_indices, driving_indices, plan_for_driving
 from .sampler import SEED_POLICIES, AnchorRestoration, chunk_noise, chunk_seed
 from .infra.identity import config_fingerprint, reference_identity
@@ -213,7 +214,8 @@ class RunInputs:
 
     reference: uint8 [H, W, 3] at the generation size. pose_video / face_video: frame sources read
     window by window. anchor_frames: extra views for the 'user' anchor policy. total_frames: the
-    output length (None = the pose video's length).
+    output length (None = the pose video's length). replacement: the background video and character
+    mask of replacement mode (read at the pose window's frames), None for animation mode.
     """
 
     reference: np.ndarray
@@ -221,6 +223,7 @@ class RunInputs:
     face_video: FrameSource | None = None
     anchor_frames: Sequence[np.ndarray] = ()
     total_frames: int | None = None
+    replacement: ReplacementSource | None = None  # replacement mode: background video + character mask
 
 
 def run_config(settings: AnimationSettings, inputs: RunInputs, total_frames: int, extra: dict | None = None) -> dict:
@@ -263,7 +266,16 @@ class ChunkLoop:
         """The chunk plan for these inputs (refuses an empty pose video)."""
         if len(inputs.pose_video) == 0:
             raise DrivingVideoError("The pose video is empty. Load a pose video with at least one frame.")
-        return plan_for_driving(len(inputs.pose_video), self.settings.chunk, inputs.total_frames, self.settings.window_mode)
+        plan = plan_for_driving(len(inputs.pose_video), self.settings.chunk, inputs.total_frames, self.settings.window_mode)
+        r = inputs.replacement
+        if r is not None:
+            if r.driving_frames != len(inputs.pose_video):
+                raise ConfigError(
+                    f"The replacement source was made for a {r.driving_frames}-frame pose video, but the pose "
+                    f"video has {len(inputs.pose_video)} frames."
+                )
+            r.check_plan(plan, self.settings.window_mode)  # a short background fails before chunk 0
+        return plan
 
     def start(self, reference: np.ndarray, anchor_frames: Sequence[np.ndarray] = (), fingerprint: str = "") -> LatentMemory:
         """Latent memory before chunk 0: the reference (and any user anchor frame) encoded on its own;
@@ -305,7 +317,15 @@ class ChunkLoop:
         stats.encode_pose += time.perf_counter() - t
         stats.pose_encodes += 1
         motion = memory.motion if memory.chunk_index > 0 else None
-        condition, mask, layout = build_condition(memory.anchors, motion, chunk.latents)
+        if inputs.replacement is None:
+            condition, mask, layout = build_condition(memory.anchors, motion, chunk.latents)
+        else:
+            t = time.perf_counter()
+            condition, mask, layout, _ = chunk_replacement_condition(
+                inputs.replacement, memory.anchors, motion, chunk, s.window_mode, self.backend.encode_pose
+            )
+            stats.encode_pose += time.perf_counter() - t
+            stats.pose_encodes += 1
         seed = chunk_seed(s.seed, chunk.index, s.seed_policy)
         request = ChunkRequest(
             chunk=chunk,

@@ -26,7 +26,7 @@ from .images import RESIZE_MODES, prepare_reference
 from .output import VideoOutput, output_inputs
 from .progress import ChunkProgress, check_cancel
 from .settings import anchor_inputs, build_settings, cfg_of, chunk_inputs, sampler_inputs, sampling_inputs, seed_inputs, size_inputs
-from .video_input import choose_audio, close_sources, driving_video, fit_note, resolve_fps
+from .video_input import choose_audio, close_sources, driving_video, fit_note, replacement_inputs, replacement_source, resolve_fps
 from .wan_patch import require_wan_animate, with_k_anchor_patch
 
 log = logging.getLogger("EverAnimate")
@@ -91,6 +91,24 @@ class _LatentOnly:
         return comfy.latent_formats.Wan21()
 
 
+def _chunk_inputs(settings: list) -> list:
+    """The inputs the Chunk Sampler and Chunk Conditioning share, around their own settings."""
+    return [
+        io.Model.Input("model", tooltip="Wan2.2-Animate-14B, ideally through Load EverAnimate LoRA (or your own LoRA and shift nodes)."),
+        io.Conditioning.Input("positive", tooltip="Text conditioning (UMT5)."),
+        io.Conditioning.Input("negative", tooltip="Negative text conditioning (unused at cfg 1)."),
+        io.Vae.Input("vae", tooltip="The Wan 2.1 VAE."),
+        Memory.Input("memory", tooltip="From Latent Memory Init (chunk 0) or Memory Propagate."),
+        io.MultiType.Input("pose_video", types=[io.Video, io.Image], tooltip="The whole driving pose video (rendered skeletons): a VIDEO from Load Video (only the chunk's window is decoded from the file; its fps and sound reach Decode & Stitch) or an IMAGE batch. Fitted to the size with Memory Init's resize_mode."),
+        *chunk_inputs(),
+        *settings,
+        io.Int.Input("total_frames", default=0, min=0, max=1_000_000, tooltip="Output length in frames; 0 = the pose video's length."),
+        io.MultiType.Input("face_video", types=[io.Video, io.Image], optional=True, tooltip="Optional face crops (512x512), a VIDEO or an IMAGE batch, read with the same window mode over its own length."),
+        io.ClipVision.Input("clip_vision", optional=True, tooltip="CLIP vision model (clip_vision_h): encodes the reference for chunk 0, the previous chunk's last frame after."),
+        *replacement_inputs(),
+    ]
+
+
 class ChunkSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -104,20 +122,7 @@ class ChunkSampler(io.ComfyNode):
                 "pose window, and samples with Euler on the release's sigma schedule. Optional "
                 "inference-time anchor restoration (off = release)."
             ),
-            inputs=[
-                io.Model.Input("model", tooltip="Wan2.2-Animate-14B, ideally through Load EverAnimate LoRA."),
-                io.Conditioning.Input("positive", tooltip="Text conditioning (UMT5)."),
-                io.Conditioning.Input("negative", tooltip="Negative text conditioning (unused at cfg 1)."),
-                io.Vae.Input("vae", tooltip="The Wan 2.1 VAE."),
-                Memory.Input("memory", tooltip="From Latent Memory Init (chunk 0) or Memory Propagate."),
-                io.MultiType.Input("pose_video", types=[io.Video, io.Image], tooltip="The whole driving pose video (rendered skeletons): a VIDEO from Load Video (only the chunk's window is decoded from the file; its fps and sound reach Decode & Stitch) or an IMAGE batch. Fitted to the size with Memory Init's resize_mode."),
-                *chunk_inputs(),
-                *sampling_inputs(),
-                io.Int.Input("total_frames", default=0, min=0, max=1_000_000, tooltip="Output length in frames; 0 = the pose video's length."),
-                io.MultiType.Input("face_video", types=[io.Video, io.Image], optional=True, tooltip="Optional face crops (512x512), a VIDEO or an IMAGE batch, read with the same window mode over its own length."),
-                io.ClipVision.Input("clip_vision", optional=True, tooltip="CLIP vision model (clip_vision_h): encodes the reference for chunk 0, the previous chunk's last frame after."),
-                *sampler_inputs(),
-            ],
+            inputs=[*_chunk_inputs(sampling_inputs()), *sampler_inputs()],
             outputs=[
                 Chunk.Output(display_name="chunk", tooltip="The sampled chunk (latents kept in the session folder)."),
             ],
@@ -151,13 +156,23 @@ class _ChunkJob:
         self.driving = driving_video(pose_video, "pose video", memory.width, memory.height, memory.resize_mode)
         self.pose = self.driving.frames
         self.face = None if face_video is None else driving_video(face_video, "face video").frames
-        self.inputs = RunInputs(memory.reference, self.pose, self.face, total_frames=kw["total_frames"] or None)
+        self.replacement = replacement_source(
+            kw.get("background_video"), kw.get("character_mask"), memory.width, memory.height, memory.resize_mode, self.driving
+        )
+        self.inputs = RunInputs(
+            memory.reference, self.pose, self.face, total_frames=kw["total_frames"] or None,
+            replacement=None if self.replacement is None else self.replacement.source,
+        )
         if settings.restoration is not None:
             refuse_restoration_with_sampler(kw.get("sampler"))
         self.model = with_k_anchor_patch(model, mem.num_anchors)
         self.backend = ComfyWanBackend(self.model, vae, positive, negative, clip_vision, cfg_of(kw), sampler=kw.get("sampler"))
         self.loop = ChunkLoop(self.backend, settings)
-        self.plan = plan = self.loop.plan(self.inputs)
+        try:
+            self.plan = plan = self.loop.plan(self.inputs)
+        except Exception:
+            self.close()
+            raise
         if mem.chunk_index >= len(plan):
             self.close()
             raise ConfigError(
@@ -166,9 +181,11 @@ class _ChunkJob:
             )
         self.chunk = plan[mem.chunk_index]
         self.progress = ChunkProgress(1, settings.num_steps, node.hidden.unique_id)
-        note = fit_note(self.driving, memory.width, memory.height, memory.resize_mode) if self.chunk.index == 0 else None
-        if note:
-            self.progress.text(note)
+        if self.chunk.index == 0:
+            for video in (self.driving, None if self.replacement is None else self.replacement.background):
+                note = None if video is None else fit_note(video, memory.width, memory.height, memory.resize_mode)
+                if note:
+                    self.progress.text(note)
         self.progress.text(f"EverAnimate: chunk {self.chunk.index + 1} of {len(plan)}")
 
     def stopped(self, e: Exception) -> DrivingVideoError:
@@ -178,7 +195,7 @@ class _ChunkJob:
         )
 
     def close(self) -> None:
-        close_sources(self.pose, self.face)
+        close_sources(self.pose, self.face, *(() if self.replacement is None else self.replacement.sources))
 
     def handle(self, pose_frames, sampled_here: bool = True) -> ChunkHandle:
         mem = self.memory.memory
@@ -210,19 +227,7 @@ class ChunkConditioning(io.ComfyNode):
                 "negative, the chunk's empty LATENT (K anchor + generated slots), the chunk's seed and a "
                 "MODEL with the K-anchor patch. Sample, then give the LATENT to Memory Propagate."
             ),
-            inputs=[
-                io.Model.Input("model", tooltip="Wan2.2-Animate-14B (through Load EverAnimate LoRA, or with your own LoRA and shift nodes)."),
-                io.Conditioning.Input("positive", tooltip="Text conditioning (UMT5)."),
-                io.Conditioning.Input("negative", tooltip="Negative text conditioning."),
-                io.Vae.Input("vae", tooltip="The Wan 2.1 VAE (encodes the pose window)."),
-                Memory.Input("memory", tooltip="From Latent Memory Init (chunk 0) or Memory Propagate."),
-                io.MultiType.Input("pose_video", types=[io.Video, io.Image], tooltip="The whole driving pose video: a VIDEO from Load Video (only the chunk's window is decoded) or an IMAGE batch."),
-                *chunk_inputs(),
-                *seed_inputs(),
-                io.Int.Input("total_frames", default=0, min=0, max=1_000_000, tooltip="Output length in frames; 0 = the pose video's length."),
-                io.MultiType.Input("face_video", types=[io.Video, io.Image], optional=True, tooltip="Optional face crops (512x512), a VIDEO or an IMAGE batch."),
-                io.ClipVision.Input("clip_vision", optional=True, tooltip="CLIP vision model (clip_vision_h): the reference for chunk 0, the previous chunk's last frame after."),
-            ],
+            inputs=_chunk_inputs(seed_inputs()),
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The MODEL with the K-anchor patch (pose and face start at slot K): sample with this one."),
                 io.Conditioning.Output(display_name="positive", tooltip="Positive conditioning of this chunk."),

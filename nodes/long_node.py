@@ -8,6 +8,7 @@ last finished chunk and produces the same video as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 
@@ -25,7 +26,7 @@ from .images import RESIZE_MODES, prepare_reference
 from .output import VideoOutput, output_inputs
 from .progress import ChunkProgress
 from .settings import anchor_inputs, build_settings, cfg_of, chunk_inputs, sampler_inputs, sampling_inputs, size_inputs
-from .video_input import choose_audio, close_sources, driving_video, fit_note, resolve_fps
+from .video_input import choose_audio, close_sources, driving_video, fit_note, replacement_inputs, replacement_source, resolve_fps
 from .wan_patch import require_wan_animate, with_k_anchor_patch
 
 log = logging.getLogger("EverAnimate")
@@ -68,6 +69,7 @@ class LongAnimation(io.ComfyNode):
                 io.Image.Input("anchor_images", optional=True, tooltip="Extra views of the character for the 'user' anchor policy."),
                 io.Audio.Input("audio", optional=True, tooltip="Sound for the MP4 (e.g. Get Video Components' audio of the original dance), cut to the animation's length. Empty = the pose VIDEO's own audio track, if it has one."),
                 *sampler_inputs(),
+                *replacement_inputs(),
             ],
             outputs=VideoOutput.outputs(),
             hidden=[io.Hidden.unique_id, io.Hidden.prompt],
@@ -86,70 +88,77 @@ class LongAnimation(io.ComfyNode):
             raise ConfigError(f"run_folder must be one of {RUN_FOLDER_CHOICES}; got {run_folder!r}.")
         settings = build_settings(kw)
         ref, users = prepare_reference(reference_image, anchor_images, width, height, resize_mode)
-        driving = driving_video(pose_video, "pose video", width, height, resize_mode)
-        pose = driving.frames
-        face_driving = None if face_video is None else driving_video(face_video, "face video")
-        face = None if face_driving is None else face_driving.frames
-        fps, fps_note = resolve_fps(kw.get("fps", 0.0), driving)
-        out = VideoOutput.from_widgets(kw, fps)
-        sound, sound_note = choose_audio(audio, driving)
-        notes = [n for n in (fps_note, fit_note(driving, width, height, resize_mode), sound_note) if n]
-        if face is not None and len(face) != len(pose):
-            log.warning(
-                "EverAnimate: the face video has %d frames and the pose video %d; each is read over its "
-                "own length with the '%s' window mode (the release does the same).", len(face), len(pose), settings.window_mode,
+        with contextlib.ExitStack() as opened:  # every driving file is closed however this ends
+            driving = driving_video(pose_video, "pose video", width, height, resize_mode)
+            opened.callback(close_sources, driving.frames)
+            pose = driving.frames
+            face_driving = None if face_video is None else driving_video(face_video, "face video")
+            face = None if face_driving is None else face_driving.frames
+            opened.callback(close_sources, face)
+            replacement = replacement_source(kw.get("background_video"), kw.get("character_mask"), width, height, resize_mode, driving)
+            if replacement is not None:
+                opened.callback(close_sources, *replacement.sources)
+            fps, fps_note = resolve_fps(kw.get("fps", 0.0), driving)
+            out = VideoOutput.from_widgets(kw, fps)
+            sound, sound_note = choose_audio(audio, driving)
+            notes = [n for n in (fps_note, fit_note(driving, width, height, resize_mode), sound_note) if n]
+            if replacement is not None:
+                notes += [n for n in (fit_note(replacement.background, width, height, resize_mode),) if n]
+            if face is not None and len(face) != len(pose):
+                log.warning(
+                    "EverAnimate: the face video has %d frames and the pose video %d; each is read over its "
+                    "own length with the '%s' window mode (the release does the same).", len(face), len(pose), settings.window_mode,
+                )
+            total = int(round(duration_seconds * float(fps))) if duration_seconds > 0 else None
+            inputs = RunInputs(ref, pose, face, users, total, None if replacement is None else replacement.source)
+            if settings.restoration is not None:
+                refuse_restoration_with_sampler(kw.get("sampler"))
+            backend = ComfyWanBackend(
+                with_k_anchor_patch(model, settings.chunk.anchors), vae, positive, negative, clip_vision,
+                cfg_of(kw), decode=DecodeOptions(tiled=tiled_decode), sampler=kw.get("sampler"),
             )
-        total = int(round(duration_seconds * float(fps))) if duration_seconds > 0 else None
-        inputs = RunInputs(ref, pose, face, users, total)
-        if settings.restoration is not None:
-            refuse_restoration_with_sampler(kw.get("sampler"))
-        backend = ComfyWanBackend(
-            with_k_anchor_patch(model, settings.chunk.anchors), vae, positive, negative, clip_vision,
-            cfg_of(kw), decode=DecodeOptions(tiled=tiled_decode), sampler=kw.get("sampler"),
-        )
-        loop = ChunkLoop(backend, settings)
-        plan = loop.plan(inputs)
-        config = run_config(
-            settings, inputs, plan.total_frames,
-            extra={
-                "face_frames": 0 if face is None else len(face), "cfg": cfg_of(kw),
-                "upstream": upstream_signature(cls.hidden.prompt, cls.hidden.unique_id), "users": len(users),
-                "pose": driving.identity, "face": None if face_driving is None else face_driving.identity,
-                "users_sha256": array_digest(*users),
-            },
-        )
-        run = RunStore.open(everanimate_root() / "runs", config, name=run_name)
-        folder = run.path
-        done = run.finished()
-        progress = ChunkProgress(len(plan), settings.num_steps, cls.hidden.unique_id, first_chunk=done)
-        for note in notes:
-            progress.text(note)
-        if done:
-            progress.text(f"EverAnimate: resuming after chunk {done} of {len(plan)} from {folder}")
-        current = [done]
+            loop = ChunkLoop(backend, settings)
+            plan = loop.plan(inputs)
+            config = run_config(
+                settings, inputs, plan.total_frames,
+                extra={
+                    "face_frames": 0 if face is None else len(face), "cfg": cfg_of(kw),
+                    "upstream": upstream_signature(cls.hidden.prompt, cls.hidden.unique_id), "users": len(users),
+                    "pose": driving.identity, "face": None if face_driving is None else face_driving.identity,
+                    "users_sha256": array_digest(*users),
+                    **({} if replacement is None else {"replacement": replacement.identity}),
+                },
+            )
+            run = RunStore.open(everanimate_root() / "runs", config, name=run_name)
+            folder = run.path
+            done = run.finished()
+            progress = ChunkProgress(len(plan), settings.num_steps, cls.hidden.unique_id, first_chunk=done)
+            for note in notes:
+                progress.text(note)
+            if done:
+                progress.text(f"EverAnimate: resuming after chunk {done} of {len(plan)} from {folder}")
+            current = [done]
 
-        def between_chunks(c: int) -> None:
-            current[0] = c
-            progress.between_chunks(c)
+            def between_chunks(c: int) -> None:
+                current[0] = c
+                progress.between_chunks(c)
 
-        hooks = LoopHooks(
-            on_step=progress.on_step,
-            between_chunks=between_chunks,
-            on_chunk=lambda o, n: progress.chunk_done(o.chunk.index, o.kept_frames[-1]),
-        )
-        try:
-            with out.writer(sound, ref) as sink:
-                loop.run(inputs, sink, run, hooks)
-        except DrivingVideoError as e:
-            c = current[0]
-            kept = f"Chunks 1..{c} are kept in {folder} and their frames in {out.partial_path.name}" if c else "No chunk had finished yet"
-            raise DrivingVideoError(f"Chunk {c + 1} of {len(plan)} stopped: {e} {kept}.") from None
-        finally:
-            close_sources(pose, face)
-        log.info("EverAnimate: %d frames in %d chunks written to %s at %s fps", plan.total_frames, len(plan), out.path, float(fps))
-        if run_folder == "remove_when_done":
-            freed = run.remove()
-            log.info("EverAnimate: removed the run folder %s (%.1f MB); set run_folder to keep to keep it.", folder, freed / 1e6)
-        vae_calls = {"vae_frame_encodes": backend.frame_encodes, "vae_video_encodes": backend.video_encodes}
-        log.info("EverAnimate stats: %s", json.dumps({**loop.stats.as_dict(), **vae_calls}))
-        return out.node_output()
+            hooks = LoopHooks(
+                on_step=progress.on_step,
+                between_chunks=between_chunks,
+                on_chunk=lambda o, n: progress.chunk_done(o.chunk.index, o.kept_frames[-1]),
+            )
+            try:
+                with out.writer(sound, ref) as sink:
+                    loop.run(inputs, sink, run, hooks)
+            except DrivingVideoError as e:
+                c = current[0]
+                kept = f"Chunks 1..{c} are kept in {folder} and their frames in {out.partial_path.name}" if c else "No chunk had finished yet"
+                raise DrivingVideoError(f"Chunk {c + 1} of {len(plan)} stopped: {e} {kept}.") from None
+            log.info("EverAnimate: %d frames in %d chunks written to %s at %s fps", plan.total_frames, len(plan), out.path, float(fps))
+            if run_folder == "remove_when_done":
+                freed = run.remove()
+                log.info("EverAnimate: removed the run folder %s (%.1f MB); set run_folder to keep to keep it.", folder, freed / 1e6)
+            vae_calls = {"vae_frame_encodes": backend.frame_encodes, "vae_video_encodes": backend.video_encodes}
+            log.info("EverAnimate stats: %s", json.dumps({**loop.stats.as_dict(), **vae_calls}))
+            return out.node_output()

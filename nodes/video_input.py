@@ -50,13 +50,17 @@ class DrivingVideo:
         own = getattr(self.frames, "identity", None)
         if own:
             return f"file:{own}"
-        images = self.frames.images
-        n = int(images.shape[0])
-        picks = sorted({round(i * (n - 1) / 7) for i in range(8)})
-        h = hashlib.sha256(repr(tuple(images.shape)).encode())
-        for i in picks:
-            h.update(images[i].detach().float().cpu().contiguous().numpy().tobytes())
-        return f"frames:{h.hexdigest()[:16]}"
+        return f"frames:{spread_digest(self.frames.images)}"
+
+
+def spread_digest(batch: Any) -> str:
+    """Digest of a tensor batch's shape and of eight of its frames spread over it."""
+    n = int(batch.shape[0])
+    picks = sorted({round(i * (n - 1) / 7) for i in range(8)})
+    h = hashlib.sha256(repr(tuple(batch.shape)).encode())
+    for i in picks:
+        h.update(batch[i].detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _reads_from_a_file(video: Any) -> bool:
@@ -152,3 +156,56 @@ def choose_audio(audio_input: Any, pose: DrivingVideo | None) -> tuple[AudioTrac
         return pose.audio, f"EverAnimate: sound from the {pose.label}'s own audio track, cut to the animation's length."
     return None, None
 
+
+
+def replacement_inputs() -> list:
+    """The optional sockets of replacement mode (Chunk Sampler, Chunk Conditioning, Long Animation)."""
+    from .api_version import io
+
+    return [
+        io.MultiType.Input("background_video", types=[io.Video, io.Image], optional=True, tooltip="Replacement mode: the driving video's own scene with the person removed (e.g. greyed out), frame for frame with the pose video; read chunk by chunk like it. Needs character_mask too. Empty = animation mode (the reference's own background)."),
+        io.MultiType.Input("character_mask", types=[io.Mask, io.Video, io.Image], optional=True, tooltip="Replacement mode: where the new character goes, white (1) = character, one mask per frame of the pose video (a MASK batch or a mask video), or a single mask for every frame."),
+    ]
+
+
+@dataclass
+class Replacement:
+    """Replacement mode's inputs as the core reads them, with what to close and to remember."""
+
+    source: Any  # everanimate_core.replace.ReplacementSource
+    sources: tuple  # frame sources to close
+    identity: dict
+    background: DrivingVideo
+
+
+def replacement_source(background_video: Any, character_mask: Any, width: int, height: int, mode: str,
+                       pose: DrivingVideo) -> Replacement | None:
+    """Replacement mode's source, or None in animation mode (neither input connected)."""
+    from everanimate_core.replace import ReplacementSource
+
+    if background_video is None and character_mask is None:
+        return None
+    if background_video is None or character_mask is None:
+        missing = "background_video" if background_video is None else "character_mask"
+        raise ConfigError(
+            f"Replacement mode needs both background_video and character_mask; {missing} is not connected. "
+            "Connect it, or disconnect the other for animation mode."
+        )
+    bg = driving_video(background_video, "background video", width, height, mode)
+    opened = [bg.frames]
+    if hasattr(character_mask, "dim") and character_mask.dim() in (2, 3):  # a MASK
+        mask = character_mask
+        mask_id = f"mask:{spread_digest(mask[None] if mask.dim() == 2 else mask)}"
+    else:  # a mask video (VIDEO or IMAGE): channel 0, at its own size (the core fits it, nearest)
+        m = driving_video(character_mask, "character mask")
+        mask, mask_id = m.frames, m.identity
+        opened.append(m.frames)
+    try:
+        source = ReplacementSource(
+            bg.frames, mask, width, height, len(pose), mode,
+            {"background video": (bg.source_width, bg.source_height), "pose video": (pose.source_width, pose.source_height)},
+        )
+    except Exception:
+        close_sources(*opened)
+        raise
+    return Replacement(source, tuple(opened), {"background": bg.identity, "character_mask": mask_id}, bg)

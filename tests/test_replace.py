@@ -369,3 +369,39 @@ def test_restoration_in_a_chunk_touches_only_background_slots():
     assert torch.allclose(out[:, :, k + 1 :], want)
     with pytest.raises(ConfigError, match="must have one shape"):
         restore_background_velocity(v, x[:, :, :2], noise, bg, mask, 0.5, 1.0)
+
+
+# --------------------------------------------------------------------------- through the chunk loop
+
+
+def test_the_loop_reads_each_chunks_background_window_and_refuses_a_short_one_before_chunk0():
+    from everanimate_core.pipeline import AnimationSettings, ChunkLoop, RunInputs
+    from test_pipeline import _random_backend
+
+    rng = np.random.default_rng(0)
+    n = 30
+    pose = rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8)
+    ref = pose[0]
+    background = np.stack([np.full((32, 32, 3), 8 * i, np.uint8) for i in range(n)])  # differs per frame
+    mask = np.zeros((n, 32, 32), np.float32)
+    mask[:, 8:24, 8:24] = 1.0
+    settings = AnimationSettings(chunk=ChunkSettings(13, 4, 2), steps=2)
+    source = ReplacementSource(background, mask, 32, 32, n)
+    loop = ChunkLoop(_random_backend(), settings)
+    inputs = RunInputs(ref, pose, replacement=source)
+    plan = loop.plan(inputs)
+    memory = loop.start(ref)
+    for chunk in plan.chunks[:2]:
+        request, _ = loop.request(memory, chunk, inputs)
+        idx = chunk_driving_indices(chunk, n, settings.window_mode)
+        bg = loop.backend.encode_pose(background[idx])
+        k, m = settings.chunk.anchors, 0 if chunk.index == 0 else settings.chunk.motion_latents
+        assert torch.equal(request.condition[:, k + m:], bg[:, m:]), chunk.index
+        assert request.mask[:, :k].eq(1).all() and request.mask[:, k + m:].min() == 0 and request.mask[:, k + m:].max() == 1
+        generated, frames, pose_frames = loop.generate(memory, chunk, inputs)
+        memory = loop.advance(memory, generated, frames, pose_frames)
+    plain, _ = ChunkLoop(_random_backend(), settings).request(ChunkLoop(_random_backend(), settings).start(ref), plan[0], RunInputs(ref, pose))
+    assert request.mask.sum() > 0 and not torch.equal(plain.condition, loop.request(loop.start(ref), plan[0], inputs)[0].condition)
+    short = RunInputs(ref, pose, replacement=ReplacementSource(background[:20], mask, 32, 32, n))
+    with pytest.raises(DrivingVideoError, match="background video has 20 frames"):
+        ChunkLoop(_random_backend(), settings).plan(short)

@@ -231,6 +231,40 @@ def few_step(schemas: dict) -> Graph:
     return g
 
 
+REPLACE_NOTE = (
+    "## Replacement mode\n\n"
+    "The character goes into the driving video's own scene instead of the reference's background. "
+    "Two more videos, frame for frame with the pose video:\n\n"
+    "- **background video**: the driving video with the person removed (Wan's preprocessing greys the "
+    "person out: frame x (1 - mask));\n"
+    "- **character mask**: white where the new character goes (a mask video, or a MASK batch from a "
+    "segmentation node such as SAM 2; one mask for all frames works too).\n\n"
+    "Both are read chunk by chunk with the pose video's window, like the pose. The mask is packed with "
+    "Wan2.2's causal temporal layout (frame 0 four times, then four frames per latent). ComfyUI's stock "
+    "WanAnimateToVideo places it three rows early, which shows as colour drift growing per segment in "
+    "chained runs. Disconnect both inputs for animation mode."
+)
+
+
+def replacement(schemas: dict) -> Graph:
+    g = Graph(schemas)
+    model_, pos, neg, vae, cv, ref, pose, face, _ = common(g, face=True)
+    bg = g.add("LoadVideo", "Background video (person removed)", file="background.mp4", size=(400, 800))
+    mask = g.add("LoadVideo", "Character mask video (white = character)", file="mask.mp4", size=(400, 800))
+    stack(g, [bg, mask], 3 * COLUMN, 0)
+    g.group("Step 5 - Replacement: the scene and where the character goes", [bg, mask])
+    long = g.add(
+        "EverAnimateLongAnimation", model=(model_, 0), positive=(pos, 0), negative=(neg, 0), vae=(vae, 0),
+        reference_image=(ref, 0), pose_video=(pose, 0), face_video=(face, 0), clip_vision=(cv, 0),
+        background_video=(bg, 0), character_mask=(mask, 0), filename_prefix="everanimate/EverAnimate_replacement",
+    )
+    stack(g, [long], 4 * COLUMN, 0)
+    g.group("Step 6 - EverAnimate: the whole video, chunk by chunk", [long])
+    notes_column(g, [("Replacement mode", REPLACE_NOTE, 420), ("About the driving videos", VIDEOS_NOTE, 420)], 5 * COLUMN + 40)
+    notes_column(g, [("Model links", MODELS_NOTE, 420)], -600)
+    return g
+
+
 def three_chunks(schemas: dict) -> Graph:
     g = Graph(schemas)
     model_, pos, neg, vae, cv, ref, pose, _, _ = common(g, face=False)
@@ -265,6 +299,7 @@ def build(schemas: dict) -> dict[str, Graph]:
         "everanimate_three_chunks": three_chunks(schemas),
         "everanimate_resume_run": long_animation(schemas, run_name="my_long_run", resume_note=True),
         "everanimate_few_step": few_step(schemas),
+        "everanimate_replacement": replacement(schemas),
     }
     for name, g in graphs.items():
         if g.overlaps():

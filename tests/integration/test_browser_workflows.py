@@ -154,6 +154,11 @@ def _write_inputs(inp: Path) -> None:
     for name in ("pose.mp4", "face.mp4"):  # face.mp4 only so the graph opens complete; the run drops it
         with StreamingVideoWriter(inp / name, 16, crf=0) as w:
             w.write(seq.pose(0, POSE_FRAMES))
+    frames, figure = seq.render(0, POSE_FRAMES)  # replacement mode: the scene without the dancer, and where it was
+    with StreamingVideoWriter(inp / "background.mp4", 16, crf=0) as w:
+        w.write(np.where(figure[..., None], np.uint8(128), frames))
+    with StreamingVideoWriter(inp / "mask.mp4", 16, crf=0) as w:
+        w.write(np.repeat(figure[..., None], 3, axis=-1).astype(np.uint8) * 255)
 
 
 @pytest.fixture(scope="module")

@@ -183,6 +183,14 @@ def _write_inputs(server) -> None:
     if not (inp / "pose.mp4").exists():
         with StreamingVideoWriter(inp / "pose.mp4", 16, crf=0) as w:
             w.write(seq.pose(0, POSE_FRAMES))
+    if not (inp / "background.mp4").exists():
+        frames, figure = seq.render(0, POSE_FRAMES)
+        with StreamingVideoWriter(inp / "background.mp4", 16, crf=0) as w:
+            w.write(np.where(figure[..., None], np.uint8(128), frames))
+        with StreamingVideoWriter(inp / "mask.mp4", 16, crf=0) as w:
+            w.write(np.repeat(figure[..., None], 3, axis=-1).astype(np.uint8) * 255)
+        with StreamingVideoWriter(inp / "background_short.mp4", 16, crf=0) as w:
+            w.write(frames[:12])
     lora = server.base / "models" / "loras" / "stage2_480p.safetensors"
     if not lora.exists():
         import comfy.sd
@@ -424,3 +432,26 @@ def test_long_animation_sampler_and_sigmas_inputs_keep_the_per_chunk_seeds(serve
     hist4 = server.wait(server.queue(refused))
     assert hist4["status"]["status_str"] == "error"
     assert "cannot be combined with a SAMPLER" in json.dumps(hist4["status"]), json.dumps(hist4["status"])[:2000]
+
+
+
+def test_replacement_workflow_runs_and_refuses_half_or_short_inputs(server, comfy):
+    _write_inputs(server)
+    api = _tiny_prompt("everanimate_replacement", filename_prefix="everanimate/replaced")
+    hist = server.wait(server.queue(api))
+    assert hist["status"]["status_str"] == "success", json.dumps(hist["status"])[:3000]
+    out = _frames_of(server.base / "output" / _outputs(hist)[0])
+    assert out.shape[0] == POSE_FRAMES
+    plain = _frames_of(server.base / "output" / _outputs(server.wait(server.queue(
+        _tiny_prompt("everanimate_long_animation", filename_prefix="everanimate/not_replaced"))))[0])
+    assert not np.array_equal(out, plain), "the background and mask reach the model"
+    long_id = next(k for k, v in api.items() if v["class_type"] == "EverAnimateLongAnimation")
+    half = json.loads(json.dumps(api))
+    half[long_id]["inputs"].pop("character_mask")
+    status = json.dumps(server.wait(server.queue(half))["status"])
+    assert "needs both background_video and character_mask" in status, status[:2000]
+    short = json.loads(json.dumps(api))
+    bg_id = short[long_id]["inputs"]["background_video"][0]
+    short[bg_id]["inputs"]["file"] = "background_short.mp4"
+    status = json.dumps(server.wait(server.queue(short))["status"])
+    assert "background video has 12 frames" in status and "No chunk had finished" not in status, status[:2000]
