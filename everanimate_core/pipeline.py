@@ -23,7 +23,7 @@ from .layout import SlotLayout, build_condition
 from .memory import ANCHOR_POLICIES, LatentMemory, init_memory, propagate
 from .replace import ReplacementSource, chunk_replacement_condition
 from .plan import ChunkPlan, ChunkSettings, ChunkWindow, chunk_driving_indices, driving_indices, plan_for_driving
-from .sampler import SEED_POLICIES, AnchorRestoration, chunk_noise, chunk_seed
+from .sampler import SEED_POLICIES, AnchorRestoration, BackgroundRestoration, BackgroundTarget, chunk_noise, chunk_seed
 from .infra.identity import config_fingerprint, reference_identity
 
 
@@ -45,6 +45,7 @@ class AnimationSettings:
     restoration: AnchorRestoration | None = None
     motion_carry: str = "latent"  # latent (EverAnimate) | decoded (the drift benchmark's baseline)
     sigmas: tuple[float, ...] | None = None  # a user's sigma list (1 ... 0); None = steps + shift
+    background_restoration: BackgroundRestoration | None = None  # replacement mode's opt-in background term
 
     def __post_init__(self) -> None:
         if self.seed_policy not in SEED_POLICIES:
@@ -94,6 +95,8 @@ class AnimationSettings:
             # only when not the default, so the fingerprints of latent-carry runs stay as they were
             **({} if self.motion_carry == "latent" else {"motion_carry": self.motion_carry}),
             **({} if self.sigmas is None else {"sigmas": [float(x) for x in self.sigmas]}),
+            **({} if (b := self.background_restoration) is None else {"background_restoration": {
+                "schedule": b.schedule.name, "weight": b.schedule.weight, "strength": b.strength}}),
         }
 
 
@@ -121,6 +124,7 @@ class ChunkRequest:
     sigmas: torch.Tensor
     restoration: AnchorRestoration | None
     on_step: Callable[[int, int, torch.Tensor], None] | None = None
+    background: BackgroundTarget | None = None  # replacement mode's opt-in background term
 
 
 class ChunkBackend(Protocol):
@@ -318,6 +322,11 @@ class ChunkLoop:
         stats.pose_encodes += 1
         motion = memory.motion if memory.chunk_index > 0 else None
         if inputs.replacement is None:
+            if s.background_restoration is not None:
+                raise ConfigError(
+                    "Background restoration pulls the known background of replacement mode: connect a "
+                    "background video and a character mask, or turn it off."
+                )
             condition, mask, layout = build_condition(memory.anchors, motion, chunk.latents)
         else:
             t = time.perf_counter()
@@ -341,6 +350,8 @@ class ChunkLoop:
             sigmas=s.sigma_list(),
             restoration=s.restoration,
             on_step=on_step,
+            background=None if s.background_restoration is None or inputs.replacement is None
+            else BackgroundTarget(s.background_restoration, condition, mask, layout),
         )
         return request, pose_frames
 

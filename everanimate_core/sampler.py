@@ -15,6 +15,7 @@ import torch
 from . import defaults
 from .errors import ConfigError
 from .flow import AlphaSchedule, add_noise, euler_step, restorative_velocity, velocity_from_x0
+from .replace import restore_background_in_chunk
 
 Prediction = Literal["velocity", "x0"]
 
@@ -56,6 +57,27 @@ class AnchorRestoration:
     strength: float = defaults.RESTORATION_STRENGTH
 
 
+@dataclass(frozen=True)
+class BackgroundRestoration:
+    """Opt-in pull of the KNOWN background of a replacement chunk toward the background video's
+    trajectory (off by default): ``alpha(s) * w * (x_s - x_s_ref)`` on the background slots, with
+    ``x_s_ref = (1-s)*bg + s*eps`` from the encoded background window and the chunk's own noise, and
+    ``w`` the packed mask's known weight (0 where the character goes)."""
+
+    schedule: AlphaSchedule = AlphaSchedule()
+    strength: float = defaults.RESTORATION_STRENGTH
+
+
+@dataclass(frozen=True)
+class BackgroundTarget:
+    """What the background term needs of one chunk: its replacement condition, mask and layout."""
+
+    restoration: BackgroundRestoration
+    condition: torch.Tensor
+    mask: torch.Tensor
+    layout: Any
+
+
 StepCallback = Callable[[int, int, torch.Tensor], None]
 
 
@@ -67,11 +89,13 @@ def sample_chunk(
     anchor_latents: torch.Tensor | None = None,
     restoration: AnchorRestoration | None = None,
     on_step: StepCallback | None = None,
+    background: BackgroundTarget | None = None,
 ) -> torch.Tensor:
     """Integrate from pure ``noise`` (sigmas[0] = 1) to sigmas[-1] with Euler; returns the final x.
 
-    ``anchor_latents`` [B, C, K, h, w] are needed only with ``restoration``. ``on_step(i, n, x)``
-    runs after every step (progress bars, previews, and cancellation by raising).
+    ``anchor_latents`` [B, C, K, h, w] are needed only with ``restoration``; ``background`` adds the
+    replacement-mode background term. ``on_step(i, n, x)`` runs after every step (progress bars,
+    previews, and cancellation by raising).
     """
     x = noise.clone()
     k = cond.anchors
@@ -91,6 +115,10 @@ def sample_chunk(
                 ref = add_noise(anchor_latents, noise[:, :, :k], s)
                 v = v.clone()
                 v[:, :, :k] = restorative_velocity(v[:, :, :k], x[:, :, :k], ref, alpha)
+        if background is not None:
+            alpha = background.restoration.strength * background.restoration.schedule(s)
+            if alpha:
+                v = restore_background_in_chunk(v, x, noise, background.condition, background.mask, background.layout, s, alpha)
         x = euler_step(x, v, s, s_next)
         if on_step is not None:
             on_step(i + 1, n, x)

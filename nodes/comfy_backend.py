@@ -152,7 +152,7 @@ class ComfyWanBackend:
             if request.on_step is not None:
                 request.on_step(step + 1, n, x)
 
-        if request.restoration is not None:
+        if request.restoration is not None or request.background is not None:
             refuse_restoration_with_sampler(self.sampler)
             sampler = comfy.samplers.KSAMPLER(_restorative_euler(request))
         else:
@@ -193,7 +193,7 @@ def _restorative_euler(request: ChunkRequest):
 
         anchors = request.anchors[None].to(x.device, x.dtype)
         cond = ChunkCondition(y=None, pose=None, anchors=request.layout.anchors, extras={})
-        return sample_chunk(ComfyDenoiser(), x, cond, sigmas, anchors, request.restoration, on_step)
+        return sample_chunk(ComfyDenoiser(), x, cond, sigmas, anchors, request.restoration, on_step, request.background)
 
     return sample_fn
 
@@ -202,8 +202,9 @@ def refuse_restoration_with_sampler(sampler) -> None:
     """Anchor restoration is a term inside the pack's own Euler steps: it cannot run in another sampler."""
     if sampler is not None:
         raise ConfigError(
-            "restoration 'anchors' runs inside the pack's own Euler steps, so it cannot be combined with a "
-            "SAMPLER input. Disconnect the sampler (a SIGMAS input still works) or set restoration to off."
+            "restoration (anchors or background) runs inside the pack's own Euler steps, so it cannot be "
+            "combined with a SAMPLER input. Disconnect the sampler (a SIGMAS input still works) or set "
+            "restoration to off."
         )
 
 

@@ -163,7 +163,7 @@ class _ChunkJob:
             memory.reference, self.pose, self.face, total_frames=kw["total_frames"] or None,
             replacement=None if self.replacement is None else self.replacement.source,
         )
-        if settings.restoration is not None:
+        if settings.restoration is not None or settings.background_restoration is not None:
             refuse_restoration_with_sampler(kw.get("sampler"))
         self.model = with_k_anchor_patch(model, mem.num_anchors)
         self.backend = ComfyWanBackend(self.model, vae, positive, negative, clip_vision, cfg_of(kw), sampler=kw.get("sampler"))

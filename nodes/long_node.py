@@ -111,7 +111,7 @@ class LongAnimation(io.ComfyNode):
                 )
             total = int(round(duration_seconds * float(fps))) if duration_seconds > 0 else None
             inputs = RunInputs(ref, pose, face, users, total, None if replacement is None else replacement.source)
-            if settings.restoration is not None:
+            if settings.restoration is not None or settings.background_restoration is not None:
                 refuse_restoration_with_sampler(kw.get("sampler"))
             backend = ComfyWanBackend(
                 with_k_anchor_patch(model, settings.chunk.anchors), vae, positive, negative, clip_vision,

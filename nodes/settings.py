@@ -11,9 +11,9 @@ from everanimate_core.flow import ALPHA_SCHEDULES, AlphaSchedule
 from everanimate_core.memory import ANCHOR_POLICIES
 from everanimate_core.pipeline import AnimationSettings
 from everanimate_core.plan import WINDOW_MODES, ChunkSettings
-from everanimate_core.sampler import SEED_POLICIES, AnchorRestoration
+from everanimate_core.sampler import SEED_POLICIES, AnchorRestoration, BackgroundRestoration
 
-RESTORATION_MODES = ("off", "anchors")
+RESTORATION_MODES = ("off", "anchors", "background", "anchors+background")
 RESTORATION_SCHEDULES = tuple(s for s in ALPHA_SCHEDULES if s != "augmented_velocity")
 
 
@@ -59,7 +59,7 @@ def sampling_inputs() -> list:
         io.Float.Input("cfg", default=release.CFG, min=0.0, max=30.0, step=0.1, tooltip="Classifier-free guidance (release 1.0: the negative is not evaluated)."),
         io.Float.Input("shift", default=release.SHIFT, min=0.01, max=100.0, step=0.1, tooltip="Sigma shift of the schedule (release 5)."),
         *seed_inputs(),
-        io.Combo.Input("restoration", options=list(RESTORATION_MODES), default="off", tooltip="off = the release (restoration lives in the LoRA). anchors = opt-in inference-time restoration of the anchor slots (experimental)."),
+        io.Combo.Input("restoration", options=list(RESTORATION_MODES), default="off", tooltip="off = the release (restoration lives in the LoRA). anchors = opt-in inference-time restoration of the anchor slots (experimental). background = in replacement mode, pull the known background (outside the character mask) toward the background video's trajectory; anchors+background = both."),
         io.Float.Input("restoration_strength", default=release.RESTORATION_STRENGTH, min=0.0, max=10.0, step=0.05, tooltip="Scale of the restorative velocity term when restoration is on."),
         io.Combo.Input("restoration_schedule", options=list(RESTORATION_SCHEDULES), default=release.RESTORATION_SCHEDULE, tooltip="alpha(sigma) of the restorative term (the released LoRA was trained with gaussian_timestep)."),
     ]
@@ -84,10 +84,11 @@ def build_settings(kw: dict) -> AnimationSettings:
     ):
         if name in kw and kw[name] not in options:
             raise ConfigError(f"{name} must be one of {options}; got {kw[name]!r}.")
-    restoration = None
-    if kw.get("restoration", "off") == "anchors":
-        schedule = AlphaSchedule(kw.get("restoration_schedule", release.RESTORATION_SCHEDULE), release.RESTORATION_WEIGHT)
-        restoration = AnchorRestoration(schedule, float(kw.get("restoration_strength", release.RESTORATION_STRENGTH)))
+    mode = kw.get("restoration", "off")
+    schedule = AlphaSchedule(kw.get("restoration_schedule", release.RESTORATION_SCHEDULE), release.RESTORATION_WEIGHT)
+    strength = float(kw.get("restoration_strength", release.RESTORATION_STRENGTH))
+    restoration = AnchorRestoration(schedule, strength) if "anchors" in mode else None
+    background = BackgroundRestoration(schedule, strength) if "background" in mode else None
     return AnimationSettings(
         chunk=ChunkSettings(int(kw["frames_per_chunk"]), int(kw["overlap"]), int(kw["anchors"])),
         steps=int(kw.get("steps", release.STEPS)),
@@ -98,6 +99,7 @@ def build_settings(kw: dict) -> AnimationSettings:
         anchor_seed=int(kw.get("anchor_seed", release.ANCHOR_SEED)),
         window_mode=kw.get("window_mode", release.WINDOW_MODE),
         restoration=restoration,
+        background_restoration=background,
         sigmas=None if kw.get("sigmas") is None else tuple(float(x) for x in kw["sigmas"].flatten().tolist()),
     )
 

@@ -405,3 +405,37 @@ def test_the_loop_reads_each_chunks_background_window_and_refuses_a_short_one_be
     short = RunInputs(ref, pose, replacement=ReplacementSource(background[:20], mask, 32, 32, n))
     with pytest.raises(DrivingVideoError, match="background video has 20 frames"):
         ChunkLoop(_random_backend(), settings).plan(short)
+
+
+def test_background_restoration_in_the_loop_pulls_the_known_background_only_when_asked():
+    from dataclasses import replace as with_
+
+    from everanimate_core.pipeline import AnimationSettings, ChunkLoop, RunInputs
+    from everanimate_core.sampler import BackgroundRestoration
+    from test_pipeline import _random_backend
+
+    rng = np.random.default_rng(1)
+    n = 13
+    pose = rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8)
+    background = np.repeat(np.linspace(30, 220, 32, dtype=np.float32)[None, None, :, None], 32, 1)
+    background = np.repeat(background, 3, -1).astype(np.uint8).repeat(n, 0)
+    mask = np.zeros((n, 32, 32), np.float32)
+    mask[:, 8:24, 12:20] = 1.0
+    base = AnimationSettings(chunk=ChunkSettings(13, 4, 2), steps=6)
+    inputs = RunInputs(pose[0], pose, replacement=ReplacementSource(background, mask, 32, 32, n))
+    dist = {}
+    for strength in (0.0, 4.0):
+        s = base if strength == 0 else with_(base, background_restoration=BackgroundRestoration(strength=strength))
+        loop = ChunkLoop(_random_backend(), s)
+        memory, chunk = loop.start(pose[0]), loop.plan(inputs)[0]
+        request, _ = loop.request(memory, chunk, inputs)
+        assert (request.background is None) == (strength == 0)
+        generated, _ = loop.sample(memory, chunk, inputs)
+        k = s.chunk.anchors
+        known = background_known_weight(request.mask[:, k:])  # 1 on the background, 0 where the character goes
+        gap = (generated - request.condition[:, k:]).abs() * known[None]
+        dist[strength] = float(gap.sum() / known.sum() / generated.shape[0])
+    assert dist[4.0] < 0.5 * dist[0.0], dist
+    with pytest.raises(ConfigError, match="replacement mode"):
+        loop = ChunkLoop(_random_backend(), with_(base, background_restoration=BackgroundRestoration()))
+        loop.request(loop.start(pose[0]), loop.plan(RunInputs(pose[0], pose))[0], RunInputs(pose[0], pose))

@@ -6,6 +6,7 @@
     python -m everanimate_core bench drift  [--sequences 20] [--seconds 90] (see everanimate_core.apps.drift)
     python -m everanimate_core bench run-folder [--seconds 60]
     python -m everanimate_core bench colour [--sequences 4] [--seconds 60] [--cast 0.03]
+    python -m everanimate_core bench background [--sequences 4] [--seconds 30]
     python -m everanimate_core bench world  [--sequences 20] [--seconds 90] (see everanimate_core.tiny.world)
 """
 
@@ -223,6 +224,50 @@ def bench_colour(sequences: int = 4, seconds: float = 60.0, steps: int = default
     }
 
 
+def bench_background(sequences: int = 4, seconds: float = 30.0, steps: int = defaults.STEPS, strengths=(0.0, 1.0, 2.0)) -> dict:
+    """Replacement mode on EverAnimate-Tiny: background PSNR (outside the dancer, against the ground
+    truth) per chunk, with the opt-in background restoration off (0) and on, beside animation mode.
+    The background video is the ground truth with the dancer greyed out; the mask is the dancer."""
+    from dataclasses import replace
+
+    from ..replace import ReplacementSource
+    from ..sampler import BackgroundRestoration
+    from .metrics import background_psnr
+
+    be = load_tiny()
+    mc = be.config
+    base = AnimationSettings(chunk=mc.chunk_settings, steps=steps)
+    total = int(round(seconds * mc.fps))
+    rows: dict[str, list[list[float]]] = {}
+    for i in range(sequences):
+        seq = make_sequence(i, "test", mc.height, mc.width, mc.fps)
+        gt, figure = seq.render(0, total)
+        bg = np.where(figure[..., None], np.uint8(128), gt)
+        runs = {"animation mode": (base, None)}
+        for s in strengths:
+            restoration = None if s == 0 else BackgroundRestoration(strength=s)
+            runs[f"replacement, background restoration {s:g}"] = (
+                replace(base, background_restoration=restoration),
+                ReplacementSource(bg, figure.astype(np.float32), mc.width, mc.height, total),
+            )
+        for name, (settings, source) in runs.items():
+            per_chunk: list[float] = []
+
+            def score(out, n, per_chunk=per_chunk):
+                a = out.chunk.keep_start
+                frames, truth, fig = out.kept_frames, gt[a : a + len(out.kept_frames)], figure[a : a + len(out.kept_frames)]
+                per_chunk.append(float(np.mean([min(background_psnr(f, g, m), 100.0) for f, g, m in zip(frames, truth, fig)])))
+
+            run_animation(be, RunInputs(seq.reference(), seq.pose(0, total), replacement=source), settings, hooks=LoopHooks(on_chunk=score))
+            rows.setdefault(name, []).append(per_chunk)
+    out = {"sequences": sequences, "seconds": total / mc.fps, "steps": steps, "rows": {}}
+    for name, runs_ in rows.items():
+        m = np.mean(np.array(runs_), axis=0)
+        out["rows"][name] = {"bg_psnr_chunk0": round(float(m[0]), 2), "bg_psnr_last_chunk": round(float(m[-1]), 2),
+                             "bg_psnr_mean": round(float(m.mean()), 2), "chunks": len(m)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "drift":
         from .drift import main as drift_main
@@ -235,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
         world_main(argv[1:])
         return
     p = argparse.ArgumentParser(prog="everanimate_core bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("which", choices=["loop", "vae", "chunk0", "all", "drift", "run-folder", "world", "colour"])
+    p.add_argument("which", choices=["loop", "vae", "chunk0", "all", "drift", "run-folder", "world", "colour", "background"])
     p.add_argument("--chunks", type=int, default=51)
     p.add_argument("--steps", type=int, default=defaults.STEPS)
     p.add_argument("--sequences", type=int, default=8)
@@ -253,6 +298,9 @@ def main(argv: list[str] | None = None) -> None:
         results["loop"] = bench_loop(a.chunks, a.steps)
     if a.which == "run-folder":
         results["run_folder"] = bench_run_folder(a.seconds)
+    if a.which == "background":
+        torch.set_num_threads(1)
+        results["background"] = bench_background(min(a.sequences, 4) if a.sequences == 8 else a.sequences, a.seconds if a.seconds != 60.0 else 30.0, a.steps)
     if a.which == "colour":
         torch.set_num_threads(1)  # at the tiny model's sizes one thread is the fastest on 2 cores
         results["colour"] = bench_colour(min(a.sequences, 4) if a.sequences == 8 else a.sequences, a.seconds, a.steps, a.cast)

@@ -118,6 +118,7 @@ class TinyBackend:
             anchor_latents=request.anchors[None],
             restoration=request.restoration,
             on_step=request.on_step,
+            background=request.background,
         )
         return x[0]
 
