@@ -211,24 +211,31 @@ FEW_STEP_NOTE = (
 )
 
 
-def few_step(schemas: dict) -> Graph:
-    g = Graph(schemas)
-    model_, pos, neg, vae, cv, ref, pose, face, _ = common(g, face=True)
-    distill = g.add("LoraLoaderModelOnly", "Distilled LoRA (few steps)", model=(model_, 0), lora_name=DISTILL_LORA, strength_model=1.0, models=model(DISTILL_LORA))
-    select = g.add("KSamplerSelect", sampler_name="euler")
-    sched = g.add("BasicScheduler", model=(distill, 0), scheduler="simple", steps=FEW_STEPS, denoise=1.0)
-    stack(g, [distill, select, sched], 3 * COLUMN, 0)
-    g.group("Step 5 - Few-step sampling", [distill, select, sched])
-    long = g.add(
-        "EverAnimateLongAnimation", model=(distill, 0), positive=(pos, 0), negative=(neg, 0), vae=(vae, 0),
-        reference_image=(ref, 0), pose_video=(pose, 0), face_video=(face, 0), clip_vision=(cv, 0),
-        sampler=(select, 0), sigmas=(sched, 0), filename_prefix="everanimate/EverAnimate_few_step",
-    )
+def long_with_step5(g: Graph, parts: tuple, step5: list, title: str, note: tuple[str, str, int], **long_inputs) -> Graph:
+    """A Long Animation workflow whose step 5 adds nodes (``step5``) feeding ``long_inputs``."""
+    model_, pos, neg, vae, cv, ref, pose, face, _ = parts
+    stack(g, step5, 3 * COLUMN, 0)
+    g.group(title, step5)
+    inputs = dict(model=(model_, 0), positive=(pos, 0), negative=(neg, 0), vae=(vae, 0), reference_image=(ref, 0),
+                  pose_video=(pose, 0), face_video=(face, 0), clip_vision=(cv, 0))
+    long = g.add("EverAnimateLongAnimation", **{**inputs, **long_inputs})
     stack(g, [long], 4 * COLUMN, 0)
     g.group("Step 6 - EverAnimate: the whole video, chunk by chunk", [long])
-    notes_column(g, [("Few-step sampling", FEW_STEP_NOTE, 380), ("About the driving videos", VIDEOS_NOTE, 420)], 5 * COLUMN + 40)
+    notes_column(g, [note, ("About the driving videos", VIDEOS_NOTE, 420)], 5 * COLUMN + 40)
     notes_column(g, [("Model links", MODELS_NOTE, 420)], -600)
     return g
+
+
+def few_step(schemas: dict) -> Graph:
+    g = Graph(schemas)
+    parts = common(g, face=True)
+    distill = g.add("LoraLoaderModelOnly", "Distilled LoRA (few steps)", model=(parts[0], 0), lora_name=DISTILL_LORA, strength_model=1.0, models=model(DISTILL_LORA))
+    select = g.add("KSamplerSelect", sampler_name="euler")
+    sched = g.add("BasicScheduler", model=(distill, 0), scheduler="simple", steps=FEW_STEPS, denoise=1.0)
+    return long_with_step5(
+        g, parts, [distill, select, sched], "Step 5 - Few-step sampling", ("Few-step sampling", FEW_STEP_NOTE, 380),
+        model=(distill, 0), sampler=(select, 0), sigmas=(sched, 0), filename_prefix="everanimate/EverAnimate_few_step",
+    )
 
 
 REPLACE_NOTE = (
@@ -248,21 +255,13 @@ REPLACE_NOTE = (
 
 def replacement(schemas: dict) -> Graph:
     g = Graph(schemas)
-    model_, pos, neg, vae, cv, ref, pose, face, _ = common(g, face=True)
+    parts = common(g, face=True)
     bg = g.add("LoadVideo", "Background video (person removed)", file="background.mp4", size=(400, 800))
     mask = g.add("LoadVideo", "Character mask video (white = character)", file="mask.mp4", size=(400, 800))
-    stack(g, [bg, mask], 3 * COLUMN, 0)
-    g.group("Step 5 - Replacement: the scene and where the character goes", [bg, mask])
-    long = g.add(
-        "EverAnimateLongAnimation", model=(model_, 0), positive=(pos, 0), negative=(neg, 0), vae=(vae, 0),
-        reference_image=(ref, 0), pose_video=(pose, 0), face_video=(face, 0), clip_vision=(cv, 0),
+    return long_with_step5(
+        g, parts, [bg, mask], "Step 5 - Scene and character mask", ("Replacement mode", REPLACE_NOTE, 420),
         background_video=(bg, 0), character_mask=(mask, 0), filename_prefix="everanimate/EverAnimate_replacement",
     )
-    stack(g, [long], 4 * COLUMN, 0)
-    g.group("Step 6 - EverAnimate: the whole video, chunk by chunk", [long])
-    notes_column(g, [("Replacement mode", REPLACE_NOTE, 420), ("About the driving videos", VIDEOS_NOTE, 420)], 5 * COLUMN + 40)
-    notes_column(g, [("Model links", MODELS_NOTE, 420)], -600)
-    return g
 
 
 def three_chunks(schemas: dict) -> Graph:
