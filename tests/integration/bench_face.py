@@ -80,8 +80,7 @@ def child(a) -> dict:
     import comfy.sd
     import comfy.utils
 
-    from everanimate_core.memory import init_memory
-    from everanimate_core.pipeline import AnimationSettings, decode_chunk, sample_chunk_latents
+    from everanimate_core.pipeline import AnimationSettings, ChunkLoop, RunInputs
     from everanimate_core.plan import ChunkSettings, plan_chunks
 
     t_setup = time.perf_counter()
@@ -108,15 +107,16 @@ def child(a) -> dict:
     chunk = plan_chunks(n, chunk_settings)[0]
     steps_at = []
     with torch.inference_mode():
-        memory = init_memory(backend.encode_frame(reference), 4, "random_plus_reference", 12345)
+        loop = ChunkLoop(backend, settings)
+        memory = loop.start(reference)
         setup_s = time.perf_counter() - t_setup
         rss_before, peak_before = _rss_now_mb(), _peak_mb()
         t0 = time.perf_counter()
-        generated, _ = sample_chunk_latents(
-            backend, memory, chunk, pose, reference, settings, face, on_step=lambda i, k, x: steps_at.append(time.perf_counter())
+        generated, _ = loop.sample(
+            memory, chunk, RunInputs(reference, pose, face), on_step=lambda i, k, x: steps_at.append(time.perf_counter())
         )
         t1 = time.perf_counter()
-        decode_chunk(backend, generated, chunk)
+        loop.decode(generated)
         t2 = time.perf_counter()
     step_times = [b - a_ for a_, b in zip([t0] + steps_at[:-1], steps_at)]
     return {

@@ -21,8 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from everanimate_core.memory import init_memory
-from everanimate_core.pipeline import AnimationSettings, sample_chunk_latents
+from everanimate_core.pipeline import AnimationSettings, ChunkLoop, RunInputs
 from everanimate_core.plan import ChunkSettings, frames_for_chunks, plan_chunks
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -103,10 +102,9 @@ def _sample(parts, model, cfg: float, face="face"):
         positive = [[torch.zeros(1, 512, 4096), {}]]
         backend = ComfyWanBackend(model, parts["vae"], positive, negative, parts["clip"], cfg)
         with torch.inference_mode():
-            ref_latent = backend.encode_frame(parts["reference"])
-            memory = init_memory(ref_latent, CHUNK.anchors, "random_plus_reference", 12345)
-            generated, _ = sample_chunk_latents(
-                backend, memory, parts["chunk"], parts["pose"], parts["reference"], SETTINGS, parts.get(face)
+            loop = ChunkLoop(backend, SETTINGS)
+            generated, _ = loop.sample(
+                loop.start(parts["reference"]), parts["chunk"], RunInputs(parts["reference"], parts["pose"], parts.get(face))
             )
     finally:
         del encoder.get_motion, patch.face_motion  # back to the class methods
