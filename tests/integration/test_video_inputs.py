@@ -19,6 +19,9 @@ FRAMES = 23  # 4 chunks of 9 frames with overlap 4
 SIZE = 32
 
 
+
+COLOUR_OFF = {"color_match": "none", "color_match_strength": 1.0, "color_match_target": "reference"}  # the output widgets' defaults
+
 def _write_clip(path: Path, frames: int, fps, size=(96, 64), sound_seconds: float | None = None) -> None:
     """A SynthDance pose clip (width x height = size) at ``fps``, with a tone track if asked."""
     from everanimate_core.infra.audio import WaveformAudio
@@ -82,7 +85,7 @@ def _long_prompt(pose_file: str, image_path: bool = False, **widgets) -> dict:
             "seed": 42, "seed_policy": "multiply", "window_mode": "pingpong", "restoration": "off",
             "restoration_strength": 1.0, "restoration_schedule": "gaussian_timestep", "tiled_decode": False,
             "run_name": "", "run_folder": "remove_when_done", "filename_prefix": "everanimate/va", "fps": 0.0,
-            "return_images": False,
+            "return_images": False, **COLOUR_OFF,
         },
     }
     api["long"]["inputs"].update(widgets)
@@ -183,7 +186,7 @@ def test_granular_graph_with_a_video_input_follows_its_fps_and_sound(server, inp
             api[f"p{c}"] = {"class_type": "EverAnimateMemoryPropagate", "inputs": {"memory": memory, "chunk": [f"s{c}", 0], "vae": ["vae", 0], "tiled_decode": False}}
             memory = [f"p{c}", 0]
     api["stitch"] = {"class_type": "EverAnimateDecodeStitch", "inputs": {
-        "chunk": ["s2", 0], "vae": ["vae", 0], "tiled_decode": False, "filename_prefix": "everanimate/va_granular", "fps": 0.0, "return_images": False}}
+        "chunk": ["s2", 0], "vae": ["vae", 0], "tiled_decode": False, "filename_prefix": "everanimate/va_granular", "fps": 0.0, "return_images": False, **COLOUR_OFF}}
     mark = len(server.log.read_text())
     hist = _run(server, api)
     assert hist["status"]["status_str"] == "success", json.dumps(hist["status"])[:3000]
