@@ -60,10 +60,10 @@ class AnimationSettings:
             raise ConfigError(f"Unknown motion carry {self.motion_carry!r}; choose one of {MOTION_CARRIES}.")
         if self.sigmas is not None:
             s = self.sigmas
-            if len(s) < 2 or any(b > a for a, b in zip(s, s[1:])) or not all(map(math.isfinite, s)):
+            if len(s) < 2 or any(b > a for a, b in zip(s, s[1:])) or not all(map(math.isfinite, s)) or s[-1] != 0:
                 raise ConfigError(
-                    f"The SIGMAS input must be a falling list of at least 2 finite values (e.g. from "
-                    f"BasicScheduler); got {list(s)[:8]}."
+                    f"The SIGMAS input must be a falling list of at least 2 finite values ending at 0 (e.g. "
+                    f"from BasicScheduler at denoise 1); got {[round(x, 4) for x in s][:8]}{' ...' if len(s) > 8 else ''}."
                 )
 
     @property

@@ -214,7 +214,7 @@ def test_a_users_sigma_list_replaces_steps_and_shift_and_enters_the_fingerprint_
     few = ChunkLoop(_random_backend(), replace(SETTINGS, sigmas=(1.0, 0.6, 0.0)))
     c, _, _ = few.generate(few.start(ref), run_plan, RunInputs(ref, pose), on_step=lambda i, n, x: steps.append((i, n)))
     assert steps == [(1, 2), (2, 2)] and not torch.equal(a, c)
-    for bad in ((1.0,), (0.5, 0.9, 0.0), (1.0, float("nan"), 0.0)):
+    for bad in ((1.0,), (0.5, 0.9, 0.0), (1.0, float("nan"), 0.0), (1.0, 0.5, 0.1)):
         with pytest.raises(ConfigError, match="SIGMAS"):
             replace(SETTINGS, sigmas=bad)
 
