@@ -49,7 +49,7 @@ POSE_FRAMES = 23
 THREE_CHUNK_TOTAL = 19  # 3 chunks of 9 frames with overlap 4: 9 + 5 + 5
 # run_folder "keep": the resume test compares the chunk segments of both run folders
 SMALL = {"width": 64, "height": 64, "frames_per_chunk": 9, "overlap": 4, "steps": 2, "run_folder": "keep"}
-REQUIRE_BYTE_IDENTICAL_RESUME = True  # the writer turns off x264's mbtree (see everanimate_core/video.py)
+REQUIRE_BYTE_IDENTICAL_RESUME = True  # the writer turns off x264's mbtree (see everanimate_core/infra/video.py)
 
 # The shipped file names, served by the tiny test weights.
 SHIPPED_UNET = ("diffusion_models", "Wan2_2-Animate-14B_fp8_e4m3fn_scaled_KJ.safetensors")
