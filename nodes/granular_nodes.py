@@ -7,6 +7,7 @@ EVERANIMATE_MEMORY / EVERANIMATE_CHUNK sockets and in the session folder on disk
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -133,12 +134,8 @@ class ChunkSampler(io.ComfyNode):
     def execute(cls, model, positive, negative, vae, memory: GraphMemory, pose_video, frames_per_chunk, overlap, total_frames, face_video=None, clip_vision=None, **kw) -> io.NodeOutput:
         job = _ChunkJob(cls, "EverAnimate Chunk Sampler", model, positive, negative, vae, memory, pose_video, face_video, clip_vision,
                         dict(kw, frames_per_chunk=frames_per_chunk, overlap=overlap, total_frames=total_frames))
-        try:
+        with job.running():
             generated, pose_frames = job.loop.sample(job.memory.memory, job.chunk, job.inputs, on_step=lambda i, n, x: job.progress.on_step(0, i, n))
-        except DrivingVideoError as e:
-            raise job.stopped(e) from None
-        finally:
-            job.close()
         memory.store.save_latents(job.chunk.index, generated)
         return io.NodeOutput(job.handle(pose_frames))
 
@@ -188,11 +185,19 @@ class _ChunkJob:
                     self.progress.text(note)
         self.progress.text(f"EverAnimate: chunk {self.chunk.index + 1} of {len(plan)}")
 
-    def stopped(self, e: Exception) -> DrivingVideoError:
-        return DrivingVideoError(
-            f"Chunk {self.chunk.index + 1} of {len(self.plan)} stopped: {e} The earlier chunks' latents stay in "
-            f"{self.memory.store.path}."
-        )
+    @contextmanager
+    def running(self):
+        """Around the chunk's work: a driving-video error names the chunk and where the earlier
+        chunks are kept; the driving files are closed however it ends."""
+        try:
+            yield self
+        except DrivingVideoError as e:
+            raise DrivingVideoError(
+                f"Chunk {self.chunk.index + 1} of {len(self.plan)} stopped: {e} The earlier chunks' latents stay in "
+                f"{self.memory.store.path}."
+            ) from None
+        finally:
+            self.close()
 
     def close(self) -> None:
         close_sources(self.pose, self.face, *(() if self.replacement is None else self.replacement.sources))
@@ -243,12 +248,8 @@ class ChunkConditioning(io.ComfyNode):
     def execute(cls, model, positive, negative, vae, memory: GraphMemory, pose_video, frames_per_chunk, overlap, total_frames, face_video=None, clip_vision=None, **kw) -> io.NodeOutput:
         job = _ChunkJob(cls, "EverAnimate Chunk Conditioning", model, positive, negative, vae, memory, pose_video, face_video, clip_vision,
                         dict(kw, frames_per_chunk=frames_per_chunk, overlap=overlap, total_frames=total_frames))
-        try:
+        with job.running():
             request, pose_frames = job.loop.request(memory.memory, job.chunk, job.inputs)
-        except DrivingVideoError as e:
-            raise job.stopped(e) from None
-        finally:
-            job.close()
         pos, neg = job.backend.conditioning(request)
         latent = {"samples": torch.zeros(request.noise.shape, dtype=torch.float32)}
         return io.NodeOutput(job.model, pos, neg, latent, request.seed, job.handle(pose_frames, sampled_here=False))
