@@ -18,7 +18,10 @@ from ..layout import model_input_condition
 from .dit import TinyAnimateDiT
 from .vae import TinyVAE, frames_to_tensor, tensor_to_frames
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # EverAnimate-Tiny v2, the embedded default
+# v1 (64x64, VAE factor 8, 4x4 tokens per frame) stays beside it, with the LoRAs trained on it, for
+# the drift benchmark until those LoRAs are retrained on v2 (docs/tiny_v2.md).
+V1_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights_v1"
 VAE_FILE = "tiny_vae.safetensors"
 DIT_FILE = "tiny_dit.safetensors"
 CONFIG_FILE = "tiny_config.json"
@@ -34,6 +37,9 @@ class TinyModelConfig:
     latent_channels: int = 16
     vae_width: int = 256
     vae_feat: int = 64
+    vae_factor: int = 8
+    vae_blocks: int = 0
+    patch: int = 2
     dim: int = 128
     depth: int = 6
     heads: int = 4
@@ -88,10 +94,11 @@ class TinyBackend:
 
     def _check_frames(self, frames: np.ndarray) -> None:
         h, w = frames.shape[-3], frames.shape[-2]
-        if h % 16 or w % 16:
+        m = self.config.vae_factor * self.config.patch
+        if h % m or w % m:
             raise ConfigError(
-                f"Frames of {w}x{h} are not divisible by 16 (VAE factor 8 x patch 2); "
-                "resize or crop to a multiple of 16."
+                f"Frames of {w}x{h} are not divisible by {m} (VAE factor {self.config.vae_factor} x "
+                f"patch {self.config.patch}); resize or crop to a multiple of {m}."
             )
 
     @torch.no_grad()
@@ -130,8 +137,8 @@ class TinyBackend:
 
 def build_models(config: TinyModelConfig) -> tuple[TinyVAE, TinyAnimateDiT]:
     """Untrained TinyVAE and TinyAnimateDiT of the given configuration."""
-    vae = TinyVAE(config.latent_channels, config.vae_width, config.vae_feat)
-    dit = TinyAnimateDiT(config.latent_channels, 4, config.dim, config.depth, config.heads)
+    vae = TinyVAE(config.latent_channels, config.vae_width, config.vae_feat, config.vae_factor, config.vae_blocks)
+    dit = TinyAnimateDiT(config.latent_channels, 4, config.dim, config.depth, config.heads, config.patch)
     return vae, dit
 
 
@@ -146,6 +153,12 @@ def load_tiny(weights_dir: str | Path | None = None, dit_file: str = DIT_FILE) -
             )
     config = TinyModelConfig.load(d / CONFIG_FILE)
     vae, dit = build_models(config)
-    vae.load_state_dict(load_file(str(d / VAE_FILE)))
-    dit.load_state_dict(load_file(str(d / dit_file)))
+    for model, name in ((vae, VAE_FILE), (dit, dit_file)):
+        try:
+            model.load_state_dict(load_file(str(d / name)))
+        except RuntimeError as e:
+            raise ConfigError(
+                f"{d / name} does not fit the model described by {d / CONFIG_FILE} (weights of another "
+                f"configuration?). Keep each weights file with the config it was trained with. {str(e)[:300]}"
+            ) from e
     return TinyBackend(vae, dit, config)

@@ -2,7 +2,7 @@
 
 ``1 + 4*(G-1)`` frames map to G latents: latent 0 encodes frame 0 alone, latent i >= 1 encodes
 frames ``4i-3 .. 4i``. Encoding one frame gives one latent, exactly like encoding an anchor frame on
-its own with the Wan VAE. Spatial factor 8, 16 latent channels (Wan 2.1's shape of latent).
+its own with the Wan VAE. Spatial factor 8 (v1) or 4 (v2), 16 latent channels (Wan 2.1's shape of latent).
 
 It is honestly lossy (a 48x compression for 4-frame groups), so a decode/encode round trip at
 every chunk boundary degrades a video the way the Wan VAE does; ``benchmarks/vae_roundtrip.py``
@@ -21,17 +21,29 @@ SPATIAL_FACTOR = 8
 TEMPORAL_FACTOR = 4
 
 
-class _FrameEncoder(nn.Module):
-    """Space-to-depth (8x8 pixel blocks) then convolutions at latent resolution: cheap and quick to
-    train on a CPU, with 3x3 context across neighbouring blocks."""
+class _Residual(nn.Module):
+    """x + conv(silu(conv(silu(x)))): extra depth at latent resolution (v2)."""
 
-    def __init__(self, width: int, feat: int):
+    def __init__(self, width: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.SiLU(), nn.Conv2d(width, width, 3, padding=1), nn.SiLU(), nn.Conv2d(width, width, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+class _FrameEncoder(nn.Module):
+    """Space-to-depth (factor x factor pixel blocks) then convolutions at latent resolution: cheap
+    and quick to train on a CPU, with 3x3 context across neighbouring blocks."""
+
+    def __init__(self, width: int, feat: int, factor: int = SPATIAL_FACTOR, blocks: int = 0):
         super().__init__()
         self.net = nn.Sequential(
-            nn.PixelUnshuffle(SPATIAL_FACTOR),
-            nn.Conv2d(3 * SPATIAL_FACTOR**2, width, 1),
+            nn.PixelUnshuffle(factor),
+            nn.Conv2d(3 * factor**2, width, 1),
             nn.SiLU(),
             nn.Conv2d(width, width, 3, padding=1),
+            *(_Residual(width) for _ in range(blocks)),
             nn.SiLU(),
             nn.Conv2d(width, feat, 3, padding=1),
         )
@@ -41,15 +53,16 @@ class _FrameEncoder(nn.Module):
 
 
 class _FrameDecoder(nn.Module):
-    def __init__(self, width: int, feat: int):
+    def __init__(self, width: int, feat: int, factor: int = SPATIAL_FACTOR, blocks: int = 0):
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(feat, width, 3, padding=1),
             nn.SiLU(),
             nn.Conv2d(width, width, 3, padding=1),
+            *(_Residual(width) for _ in range(blocks)),
             nn.SiLU(),
-            nn.Conv2d(width, 3 * SPATIAL_FACTOR**2, 1),
-            nn.PixelShuffle(SPATIAL_FACTOR),
+            nn.Conv2d(width, 3 * factor**2, 1),
+            nn.PixelShuffle(factor),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -59,12 +72,15 @@ class _FrameDecoder(nn.Module):
 class TinyVAE(nn.Module):
     """Causal video autoencoder: pixels in [-1, 1] [B, 3, F, H, W] <-> latents [B, C, G, h, w]."""
 
-    def __init__(self, latent_channels: int = 16, width: int = 256, feat: int = 64):
+    def __init__(
+        self, latent_channels: int = 16, width: int = 256, feat: int = 64, factor: int = SPATIAL_FACTOR, blocks: int = 0
+    ):
         super().__init__()
         self.latent_channels = latent_channels
         self.feat = feat
-        self.frame_encoder = _FrameEncoder(width, feat)
-        self.frame_decoder = _FrameDecoder(width, feat)
+        self.factor = factor
+        self.frame_encoder = _FrameEncoder(width, feat, factor, blocks)
+        self.frame_decoder = _FrameDecoder(width, feat, factor, blocks)
         self.first_to_latent = nn.Conv2d(feat, latent_channels, 3, padding=1)
         self.group_to_latent = nn.Conv2d(feat * TEMPORAL_FACTOR, latent_channels, 3, padding=1)
         self.latent_to_first = nn.Conv2d(latent_channels, feat, 3, padding=1)
@@ -78,19 +94,18 @@ class TinyVAE(nn.Module):
         b, _, f, h, w = video.shape
         if (f - 1) % TEMPORAL_FACTOR:
             raise ConfigError(f"TinyVAE encodes 1 + 4k frames; got {f}.")
-        if h % SPATIAL_FACTOR or w % SPATIAL_FACTOR:
-            raise ConfigError(
-                f"Resolution {w}x{h} is not divisible by {SPATIAL_FACTOR}; resize to a multiple of 16."
-            )
+        r = self.factor
+        if h % r or w % r:
+            raise ConfigError(f"Resolution {w}x{h} is not divisible by the VAE factor {r}; resize to a multiple of 16.")
         frames = video.permute(0, 2, 1, 3, 4).reshape(b * f, 3, h, w)
-        feats = self.frame_encoder(frames).reshape(b, f, self.feat, h // 8, w // 8)
+        feats = self.frame_encoder(frames).reshape(b, f, self.feat, h // r, w // r)
         first = self.first_to_latent(feats[:, 0])
         out = [first.unsqueeze(2)]
         if f > 1:
             g = (f - 1) // TEMPORAL_FACTOR
-            rest = feats[:, 1:].reshape(b, g, TEMPORAL_FACTOR * self.feat, h // 8, w // 8)
-            z = self.group_to_latent(rest.reshape(b * g, -1, h // 8, w // 8))
-            out.append(z.reshape(b, g, -1, h // 8, w // 8).permute(0, 2, 1, 3, 4))
+            rest = feats[:, 1:].reshape(b, g, TEMPORAL_FACTOR * self.feat, h // r, w // r)
+            z = self.group_to_latent(rest.reshape(b * g, -1, h // r, w // r))
+            out.append(z.reshape(b, g, -1, h // r, w // r).permute(0, 2, 1, 3, 4))
         return torch.cat(out, dim=2)
 
     def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
@@ -105,7 +120,7 @@ class TinyVAE(nn.Module):
         feats = torch.cat(feats, dim=1)
         f = feats.shape[1]
         frames = self.frame_decoder(feats.reshape(b * f, self.feat, h, w))
-        return frames.reshape(b, f, 3, h * 8, w * 8).permute(0, 2, 1, 3, 4)
+        return frames.reshape(b, f, 3, h * self.factor, w * self.factor).permute(0, 2, 1, 3, 4)
 
     # -- model (normalized) space ----------------------------------------------------------
     def normalize(self, z: torch.Tensor) -> torch.Tensor:
