@@ -1,6 +1,10 @@
 """Train EverAnimate-Tiny on SynthDance, on the CPU, from one seeded command.
 
-    python -m everanimate_core train-tiny --out everanimate_core/tiny/weights
+    python -m everanimate_core train-tiny --v2   # v2, the embedded default -> tiny/weights
+    python -m everanimate_core train-tiny        # v1 (still scenes only)    -> tiny/weights_v1
+
+v2 (docs/tiny_v2.md) trains on plain clips and clips of the stateful world (tiny/world.py) with a
+VAE of factor 4; v1 on plain clips with a VAE of factor 8.
 
 Stages:
 1. TinyVAE: reconstruct 5-frame clips (1 + 4, the causal layout) of dancers and pose skeletons.
@@ -18,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,12 +49,35 @@ class TrainConfig:
     sequences: int = 192
     vae_steps: int = 2500
     vae_batch: int = 8
+    vae_lr: float = 1e-3
+    vae_clip: float = 0.0  # gradient-norm clip of the VAE stage (0: none, as v1 was trained)
     base_steps: int = 1000
     memory_steps: int = 1400
     batch: int = 16
     lr: float = 3e-4
     first_chunk_p: float = 0.2
     anchor_from_prev_p: float = 0.95
+    # v2: clips of the stateful world (tiny/world.py) beside the plain ones. A world clip starts at
+    # frame 0 with probability world_fresh_p (the first-chunk layout may use it: its reference shows
+    # that view), else at a random frame below world_span_s seconds (memory windows only).
+    world_sequences: int = 0
+    world_fresh_p: float = 0.3
+    world_span_s: float = 80.0
+    world_p: float = 0.6  # share of memory-stage windows drawn from world clips
+
+
+def v2_config(seed: int = 0) -> TrainConfig:
+    """The training of EverAnimate-Tiny v2 (the command in docs/tiny_v2.md)."""
+    return TrainConfig(
+        seed=seed, sequences=256, world_sequences=256, vae_steps=2500, vae_batch=8, vae_lr=1.5e-3, vae_clip=1.0,
+        base_steps=900, memory_steps=1700, batch=8, lr=4e-4,
+    )  # fmt: skip
+
+
+def v2_model() -> TinyModelConfig:
+    """EverAnimate-Tiny v2: 64x64, VAE factor 4 (16x16 latents, one residual block), patch 2, so 8x8
+    tokens per frame (v1: 4x4)."""
+    return TinyModelConfig(vae_width=128, vae_factor=4, vae_blocks=1, patch=2)
 
 
 def _progress(total: int, desc: str):
@@ -64,24 +91,43 @@ def _lr(step: int, total: int, base: float, warmup: int = 100) -> float:
 
 
 def render_bank(cfg: TrainConfig, mc: TinyModelConfig, length: int) -> dict[str, np.ndarray]:
-    """Pre-render training sequences (frames, pose, reference) of ``length`` frames."""
-    frames, poses, refs = [], [], []
+    """Pre-render training sequences (frames, pose, reference) of ``length`` frames: the plain clips,
+    then the world clips. ``fresh`` marks the clips whose first frame is the reference's view."""
+    frames, poses, refs, fresh, world = [], [], [], [], []
     for i in range(cfg.sequences):
         seq, fr, po = training_clip(i, "train", length, mc.height, mc.width, mc.fps)
         frames.append(fr)
         poses.append(po)
         refs.append(seq.reference())
-    return {"frames": np.stack(frames), "pose": np.stack(poses), "reference": np.stack(refs)}
+    fresh += [True] * cfg.sequences
+    world += [False] * cfg.sequences
+    if cfg.world_sequences:
+        from .world import make_world_sequence
+
+        rng = np.random.default_rng([cfg.seed, 0x3011D])
+        span = max(1, int(cfg.world_span_s * mc.fps))
+        for i in range(cfg.world_sequences):
+            seq = make_world_sequence(i, "train", mc.height, mc.width, mc.fps)
+            start = 0 if rng.random() < cfg.world_fresh_p else int(rng.integers(1, span))
+            frames.append(seq.frames(start, start + length))
+            poses.append(seq.pose(start, start + length))
+            refs.append(seq.reference())
+            fresh.append(start == 0)
+            world.append(True)
+    return {
+        "frames": np.stack(frames), "pose": np.stack(poses), "reference": np.stack(refs),
+        "fresh": np.asarray(fresh), "world": np.asarray(world),
+    }  # fmt: skip
 
 
 def train_vae(vae, bank: dict[str, np.ndarray], cfg: TrainConfig, gen: torch.Generator, log) -> None:
     """Reconstruction training of the causal VAE on 5-frame clips of frames and pose videos."""
-    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     n, length = bank["frames"].shape[:2]
     bar = _progress(cfg.vae_steps, "vae")
     for step in range(cfg.vae_steps):
         for g in opt.param_groups:
-            g["lr"] = _lr(step, cfg.vae_steps, 1e-3)
+            g["lr"] = _lr(step, cfg.vae_steps, cfg.vae_lr)
         clips = []
         for b in range(cfg.vae_batch):
             i = int(torch.randint(n, (1,), generator=gen))
@@ -95,6 +141,8 @@ def train_vae(vae, bank: dict[str, np.ndarray], cfg: TrainConfig, gen: torch.Gen
         loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.vae_clip:
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), cfg.vae_clip)
         opt.step()
         if bar:
             bar.update(1)
@@ -122,6 +170,7 @@ def encode_windows(vae, bank: dict[str, np.ndarray], mc: TinyModelConfig) -> dic
     """Model-space latents of two consecutive chunk windows per sequence (A, then B = next chunk)."""
     f, stride = mc.frames, mc.chunk_settings.stride
     out: dict[str, list] = {k: [] for k in ("a", "b", "pose_a", "pose_b", "singles_a", "ref")}
+    flags = {k: torch.as_tensor(bank[k]) for k in ("fresh", "world") if k in bank}
     for i in range(len(bank["frames"])):
         fr, po = bank["frames"][i], bank["pose"][i]
         out["a"].append(vae.encode(frames_to_tensor(fr[:f]))[0])
@@ -131,18 +180,36 @@ def encode_windows(vae, bank: dict[str, np.ndarray], mc: TinyModelConfig) -> dic
         singles = vae.encode(frames_to_tensor(fr[:f]).permute(2, 1, 0, 3, 4))  # each frame alone
         out["singles_a"].append(singles[:, :, 0])
         out["ref"].append(vae.encode(frames_to_tensor(bank["reference"][i][None]))[0])
-    return {k: torch.stack(v) for k, v in out.items()}
+    return {**{k: torch.stack(v) for k, v in out.items()}, **flags}
+
+
+def _has_world(data: dict[str, torch.Tensor]) -> bool:
+    return "world" in data and bool(data["world"].any())
+
+
+def _pick(data: dict[str, torch.Tensor], first: bool, cfg: TrainConfig, gen: torch.Generator) -> int:
+    """A clip index: the first-chunk layout only takes clips that start at the reference's view;
+    memory windows come from world clips with probability world_p."""
+    if first:
+        pool = torch.nonzero(data["fresh"]).flatten()
+    else:
+        use_world = float(torch.rand(1, generator=gen)) < cfg.world_p
+        pool = torch.nonzero(data["world"] == use_world).flatten()
+    return int(pool[torch.randint(len(pool), (1,), generator=gen)])
 
 
 def make_batch(data: dict[str, torch.Tensor], mc: TinyModelConfig, cfg: TrainConfig, memory_stage: bool, gen: torch.Generator):
     """A batch of (x0, y, pose) in the EverAnimate layout, with the release's training windows."""
-    n = data["a"].shape[0]
     k, f = mc.anchors, mc.frames
     xs, ys, poses = [], [], []
     for _ in range(cfg.batch):
-        i = int(torch.randint(n, (1,), generator=gen))
+        if _has_world(data):
+            first = (not memory_stage) or float(torch.rand(1, generator=gen)) < cfg.first_chunk_p
+            i = _pick(data, first, cfg, gen)
+        else:  # v1's order of draws, so its weights retrain bit for bit
+            i = int(torch.randint(data["a"].shape[0], (1,), generator=gen))
+            first = (not memory_stage) or float(torch.rand(1, generator=gen)) < cfg.first_chunk_p
         ref = data["ref"][i]  # [C, 1, h, w]
-        first = (not memory_stage) or float(torch.rand(1, generator=gen)) < cfg.first_chunk_p
         if first:
             anchors, motion, x0, pose = ref.repeat(1, k, 1, 1), None, data["a"][i], data["pose_a"][i]
         else:
@@ -229,22 +296,26 @@ def train_tiny(out_dir: str | Path, cfg: TrainConfig | None = None, mc: TinyMode
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(out / VAE_FILE))
     save_file({k: v.contiguous() for k, v in dit.state_dict().items()}, str(out / DIT_FILE))
     mc.save(out / CONFIG_FILE)
-    summary = {"train_config": cfg.__dict__, "times": times, "log": logs}
+    summary = {"train_config": cfg.__dict__, "model_config": mc.__dict__, "times": times, "log": logs}
     (out / "training_summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Train EverAnimate-Tiny on SynthDance (CPU).")
-    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "weights"))
+    p.add_argument("--out", default=None, help="weights folder (default: the package's tiny/weights for v2, tiny/weights_v1 for v1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a few steps of each stage (smoke test)")
+    p.add_argument("--v2", action="store_true", help="EverAnimate-Tiny v2: the stateful world, VAE factor 4")
     a = p.parse_args(argv)
-    cfg = TrainConfig(seed=a.seed)
+    cfg, mc = (v2_config(a.seed), v2_model()) if a.v2 else (TrainConfig(seed=a.seed), TinyModelConfig())
     if a.quick:
-        cfg = TrainConfig(seed=a.seed, sequences=8, vae_steps=5, base_steps=5, memory_steps=5, batch=4)
+        small = dict(sequences=8, vae_steps=5, base_steps=5, memory_steps=5, batch=4)
+        cfg = replace(cfg, **small, world_sequences=8 if a.v2 else 0)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    s = train_tiny(a.out, cfg)
+    here = Path(__file__).resolve().parent
+    out = a.out or str(here / ("weights" if a.v2 else "weights_v1"))
+    s = train_tiny(out, cfg, mc)
     print(json.dumps(s["times"], indent=1))
 
 
