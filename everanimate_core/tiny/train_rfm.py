@@ -22,7 +22,7 @@ import torch
 
 from ..training.degrade import DEGRADE_SPACES
 from ..flow import ALPHA_SCHEDULES, AlphaSchedule
-from ..training.trainer import LoopConfig, LoraSpec, RFMObjective, add_lora, export_released, train_lora
+from ..training.trainer import LOSS_SLOTS, LoopConfig, LoraSpec, RFMObjective, add_lora, export_released, train_lora
 from .backend import TinyDenoiser, load_tiny
 from .rfm_data import DataConfig, TinyRFMData
 
@@ -84,6 +84,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=ALPHA_SCHEDULES, default="gaussian_timestep")
     p.add_argument("--alpha-weight", type=float, default=1.0)
     p.add_argument("--degrade-space", choices=DEGRADE_SPACES, default="pixel")
+    p.add_argument("--slots", choices=LOSS_SLOTS, default="all",
+                   help="loss over all K+G slots (the release) or the generated ones only (as the tiny base)")
+    p.add_argument("--no-weighting", action="store_true", help="drop the release's timestep weight (as the tiny base)")
     p.add_argument("--steps", type=int, default=800)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--batch", type=int, default=16)
@@ -100,7 +103,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     a = parser().parse_args(argv)
-    objective = RFMObjective(stage=a.stage, schedule=AlphaSchedule(a.schedule, a.alpha_weight))
+    objective = RFMObjective(stage=a.stage, schedule=AlphaSchedule(a.schedule, a.alpha_weight),
+                             weighting=not a.no_weighting, slots=a.slots)
     loop = LoopConfig(steps=a.steps, lr=a.lr, seed=a.seed, checkpoint_every=a.checkpoint_every)
     data_cfg = DataConfig(sequences=a.sequences, batch=a.batch, seed=a.seed, space=a.degrade_space)
     spec = LoraSpec(rank=a.rank, targets=tuple(t for t in a.targets.split(",") if t))

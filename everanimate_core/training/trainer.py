@@ -194,6 +194,9 @@ def merge_lora(model: nn.Module, lora: LoraFile | dict, strength: float = 1.0) -
 # ---------------------------------------------------------------------------------- objective
 
 
+LOSS_SLOTS = ("all", "generated")
+
+
 @dataclass(frozen=True)
 class RFMObjective:
     """Stage 1 (latent memory: plain flow matching on memory windows) or stage 2 (restorative).
@@ -201,7 +204,8 @@ class RFMObjective:
     schedule: alpha(s) (release: gaussian_timestep, w 1; ``fixed`` with weight 0 is the alpha = 0
     ablation). degrade_p / draws / sigma_gate: the degraded pair is used with probability
     ``degrade_p ** draws`` where ``sigma >= sigma_gate``. weighting: multiply each sample's loss by
-    the release's timestep weight.
+    the release's timestep weight. slots: ``all`` K + G slots (the release) or ``generated`` (slots
+    K.. only, as EverAnimate-Tiny's base was trained: its anchor slots are thrown away after sampling).
     """
 
     stage: int = 2
@@ -211,8 +215,11 @@ class RFMObjective:
     sigma_gate: float = 0.5
     shift: float = defaults.SHIFT
     weighting: bool = True
+    slots: str = "all"
 
     def __post_init__(self) -> None:
+        if self.slots not in LOSS_SLOTS:
+            raise ConfigError(f"slots must be one of {LOSS_SLOTS}, got {self.slots!r}.")
         if self.stage not in (1, 2):
             raise ConfigError(f"stage must be 1 (latent memory) or 2 (restorative), got {self.stage}.")
         if not 0 <= self.degrade_p <= 1:
@@ -221,6 +228,8 @@ class RFMObjective:
     def as_dict(self) -> dict:
         d = asdict(self)
         d["schedule"] = asdict(self.schedule)
+        if self.slots == "all":  # the default stays out, so earlier run folders keep their fingerprint
+            del d["slots"]
         return d
 
 
@@ -260,7 +269,10 @@ def rfm_loss(
         x_in = torch.where(u, x_aug, x_in)
         target = torch.where(u, t_aug, target)
     pred = denoiser(x_in, sig, batch.cond)
-    per = ((pred.float() - target.float()) ** 2).flatten(1).mean(dim=1)
+    err = (pred.float() - target.float()) ** 2
+    if objective.slots == "generated":
+        err = err[:, :, batch.cond.anchors :]
+    per = err.flatten(1).mean(dim=1)
     if objective.weighting:
         per = per * training_weight(sig, objective.shift)
     return per.mean(), {"degraded": float(use.float().mean()), "sigma": float(sig.mean())}
