@@ -131,6 +131,26 @@ def test_loss_is_weighted_by_the_release_timestep_weight():
     assert float(wt[1]) > float(wt[0]) and float(wt[1]) > float(wt[2])
 
 
+def test_the_loss_can_cover_the_generated_slots_only_as_the_tiny_base_was_trained():
+    batch = make_batch(torch.Generator().manual_seed(6), degraded=False)
+
+    def den(x, s, c):  # exact on the generated slots, wrong on the anchor slots
+        sv = s.view(-1, 1, 1, 1, 1)
+        v = (x - (1 - sv) * batch.x0) / sv - batch.x0
+        v[:, :, :K] += 3.0
+        return v
+
+    gen = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    full, _ = rfm_loss(den, batch, RFMObjective(stage=1, weighting=False), gen())
+    ours, _ = rfm_loss(den, batch, RFMObjective(stage=1, weighting=False, slots="generated"), gen())
+    assert float(full) == pytest.approx(9.0 * K / (K + G), rel=1e-4)
+    assert float(ours) < 1e-8
+    assert "slots" not in RFMObjective().as_dict()  # the release default keeps old fingerprints
+    assert RFMObjective(slots="generated").as_dict()["slots"] == "generated"
+    with pytest.raises(ConfigError, match="slots must be one of"):
+        RFMObjective(slots="anchors")
+
+
 def test_add_lora_leaves_the_output_unchanged_and_refuses_what_does_not_fit():
     dit = small_dit()
     x = torch.randn(1, 4, K + G, 4, 4)
@@ -280,9 +300,10 @@ def test_tiny_training_data_follows_the_release_windows(tmp_path):
     data = TinyRFMData(be.vae, mc, DataConfig(sequences=2, batch=6, degrade_draws=2, affine_draws=1))
     b = data.next_batch(torch.Generator().manual_seed(0))
     g = 1 + (mc.frames - 1) // 4
-    assert b.x0.shape == (6, mc.latent_channels, mc.anchors + g, 8, 8)
-    assert b.cond.y.shape == (6, 4 + mc.latent_channels, mc.anchors + g, 8, 8)
-    assert b.cond.pose.shape == (6, mc.latent_channels, g, 8, 8)
+    side = mc.height // mc.vae_factor
+    assert b.x0.shape == (6, mc.latent_channels, mc.anchors + g, side, side)
+    assert b.cond.y.shape == (6, 4 + mc.latent_channels, mc.anchors + g, side, side)
+    assert b.cond.pose.shape == (6, mc.latent_channels, g, side, side)
     assert torch.equal(b.x0_degraded[:, :, : mc.anchors], b.x0[:, :, : mc.anchors])  # anchors stay clean
     assert (b.x0_degraded[:, :, mc.anchors :] - b.x0[:, :, mc.anchors :]).abs().mean() > 0.05
     # mask = 1 on the anchor slots only; y's anchor slots hold the x0 anchors
