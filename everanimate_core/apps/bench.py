@@ -8,6 +8,7 @@
     python -m everanimate_core bench colour [--sequences 4] [--seconds 60] [--cast 0.03]
     python -m everanimate_core bench background [--sequences 4] [--seconds 30]
     python -m everanimate_core bench world  [--sequences 20] [--seconds 90] (see everanimate_core.tiny.world)
+    python -m everanimate_core bench quality [--weights DIR] (see everanimate_core.apps.quality)
 """
 
 from __future__ import annotations
@@ -279,8 +280,13 @@ def main(argv: list[str] | None = None) -> None:
 
         world_main(argv[1:])
         return
+    if argv and argv[0] == "quality":
+        from .quality import main as quality_main
+
+        quality_main(argv[1:])
+        return
     p = argparse.ArgumentParser(prog="everanimate_core bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("which", choices=["loop", "vae", "chunk0", "all", "drift", "run-folder", "world", "colour", "background"])
+    p.add_argument("which", choices=["loop", "vae", "chunk0", "all", "drift", "run-folder", "world", "quality", "colour", "background"])
     p.add_argument("--chunks", type=int, default=51)
     p.add_argument("--steps", type=int, default=defaults.STEPS)
     p.add_argument("--sequences", type=int, default=8)

@@ -1,0 +1,152 @@
+"""Quality of an EverAnimate-Tiny model against the trivial answers, and whether it uses its inputs.
+
+    python -m everanimate_core bench quality [--weights DIR] [--sequences 8] [--world 8] [--probe-chunk 3]
+
+Three measurements, each against an answer that needs no model:
+
+- **chunk 0 on held-out dancers** (plain SynthDance test split, first-chunk layout): full-frame and
+  figure-region PSNR of the model, of the reference image repeated, and of the empty scene repeated
+  (the background without the dancer, the best a model that draws no dancer can do on a still scene);
+- **follows the pose**: the same chunk driven by another held-out sequence's pose video. A model that
+  follows the pose scores higher with its own pose, in the figure region and in the overlap of the
+  figure it drew with the true figure mask; one that ignores the pose scores the same;
+- **uses the motion latent** (world test split): the loop runs chunks 0..c-1, then chunk c is made
+  twice from the same noise, with the carried motion latent and with zeros in its place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from .. import defaults
+from ..errors import ConfigError
+from ..pipeline import AnimationSettings, ChunkLoop, RunInputs
+from ..plan import frames_for_chunks, plan_chunks
+from ..tiny.backend import TinyBackend, load_tiny
+from ..tiny.synthdance import make_sequence
+from ..tiny.vae import frames_to_tensor, tensor_to_frames
+from ..tiny.world import WorldConfig, make_world_sequence, region_psnr
+
+# A pixel belongs to the drawn figure when it differs from the empty scene by more than this (levels).
+FIGURE_THRESHOLD = 40.0
+
+
+def _check_count(n: int, split_size: int | None, what: str) -> None:
+    if n < 1 or (split_size is not None and n > split_size):
+        top = "" if split_size is None else f" and {split_size} (the held-out split's size)"
+        raise ConfigError(f"--{what} must be between 1{top}; got {n}.")
+
+
+def drawn_figure(frames: np.ndarray, empty: np.ndarray, threshold: float = FIGURE_THRESHOLD) -> np.ndarray:
+    """bool [T, H, W]: pixels that differ from the empty scene by more than ``threshold`` levels."""
+    d = np.abs(np.asarray(frames, np.float32) - np.asarray(empty, np.float32)).max(axis=-1)
+    return d > threshold
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two bool masks (1.0 when both are empty)."""
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def _chunk0(loop: ChunkLoop, reference: np.ndarray, pose: np.ndarray) -> np.ndarray:
+    chunk = plan_chunks(len(pose), loop.settings.chunk)[0]
+    inputs = RunInputs(reference, pose)
+    _, frames, _ = loop.generate(loop.start(reference), chunk, inputs)
+    return frames
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    return round(float(np.mean([r[key] for r in rows])), 2)
+
+
+@torch.no_grad()
+def chunk0_quality(be: TinyBackend, sequences: int = 8, steps: int = defaults.STEPS) -> dict:
+    """Chunk 0 on held-out dancers against the copy baselines, and the wrong-pose control."""
+    _check_count(sequences, None, "sequences")
+    mc = be.config
+    f = mc.frames
+    loop = ChunkLoop(be, AnimationSettings(chunk=mc.chunk_settings, steps=steps))
+    seqs = [make_sequence(i, "test", mc.height, mc.width, mc.fps) for i in range(max(2, sequences))]
+    rows = []
+    for i in range(sequences):
+        seq, other = seqs[i], seqs[(i + 1) % len(seqs)]
+        gt, fig = seq.render(0, f)
+        empty = np.broadcast_to(seq.plate(), gt.shape)
+        ref = np.broadcast_to(seq.reference(), gt.shape)
+        out = _chunk0(loop, seq.reference(), seq.pose(0, f))
+        wrong = _chunk0(loop, seq.reference(), other.pose(0, f))
+        vae = tensor_to_frames(be.vae.decode(be.vae.encode(frames_to_tensor(gt)))).numpy()
+        rows.append({
+            "model": region_psnr(out, gt, np.ones_like(fig)), "model_figure": region_psnr(out, gt, fig),
+            "reference": region_psnr(ref, gt, np.ones_like(fig)), "reference_figure": region_psnr(ref, gt, fig),
+            "empty": region_psnr(empty, gt, np.ones_like(fig)), "empty_figure": region_psnr(empty, gt, fig),
+            "vae": region_psnr(vae, gt, np.ones_like(fig)),
+            "wrong_pose_figure": region_psnr(wrong, gt, fig),
+            "iou": mask_iou(drawn_figure(out, empty), fig), "wrong_pose_iou": mask_iou(drawn_figure(wrong, empty), fig),
+        })  # fmt: skip
+    keys = rows[0].keys()
+    res = {"sequences": sequences, "steps": steps, **{k: _mean(rows, k) for k in keys}}
+    res["iou"] = round(float(np.mean([r["iou"] for r in rows])), 3)
+    res["wrong_pose_iou"] = round(float(np.mean([r["wrong_pose_iou"] for r in rows])), 3)
+    res["margin_over_copies"] = round(res["model"] - max(res["reference"], res["empty"]), 2)
+    return res
+
+
+@torch.no_grad()
+def motion_probe(
+    be: TinyBackend, sequences: int = 8, probe_chunk: int = 3, steps: int = defaults.STEPS, offset: int = 0
+) -> dict:
+    """World test split: chunk ``probe_chunk`` with the carried motion latent vs zeros in its place."""
+    _check_count(offset + sequences, WorldConfig().split_size("test"), "world (with the offset)")
+    if probe_chunk < 1:
+        raise ConfigError(f"--probe-chunk must be at least 1 (chunk 0 has no motion latent); got {probe_chunk}.")
+    mc = be.config
+    settings = AnimationSettings(chunk=mc.chunk_settings, steps=steps)
+    total = frames_for_chunks(probe_chunk + 1, settings.chunk)
+    rows = []
+    for i in range(offset, offset + sequences):
+        seq = make_world_sequence(i, "test", mc.height, mc.width, mc.fps)
+        inputs = RunInputs(seq.reference(), seq.pose(0, total))
+        loop = ChunkLoop(be, settings)
+        plan = loop.plan(inputs)
+        memory = loop.start(inputs.reference)
+        for chunk in plan.chunks[:probe_chunk]:
+            generated, frames, pose_frames = loop.generate(memory, chunk, inputs)
+            memory = loop.advance(memory, generated, frames, pose_frames)
+        chunk = plan.chunks[probe_chunk]
+        gt = seq.frames(chunk.start, chunk.start + chunk.frames)
+        _, true_frames, _ = loop.generate(memory, chunk, inputs)
+        zeroed = replace(memory, motion=torch.zeros_like(memory.motion))
+        _, zero_frames, _ = loop.generate(zeroed, chunk, inputs)
+        ones = np.ones(gt.shape[:3], bool)
+        rows.append({
+            "true_motion": region_psnr(true_frames, gt, ones), "zero_motion": region_psnr(zero_frames, gt, ones),
+        })  # fmt: skip
+    res = {"sequences": sequences, "offset": offset, "probe_chunk": probe_chunk, "steps": steps}
+    res.update({k: _mean(rows, k) for k in rows[0]})
+    costs = [r["true_motion"] - r["zero_motion"] for r in rows]
+    res["zero_motion_cost"] = round(float(np.mean(costs)), 2)
+    res["zero_motion_cost_min"] = round(float(np.min(costs)), 2)
+    return res
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--weights", default=None, help="a weights folder (default: the embedded model)")
+    p.add_argument("--sequences", type=int, default=8, help="held-out plain dancers for chunk 0")
+    p.add_argument("--world", type=int, default=8, help="held-out world clips for the motion probe (0: skip)")
+    p.add_argument("--world-offset", type=int, default=0, help="first world test clip")
+    p.add_argument("--probe-chunk", type=int, default=3)
+    p.add_argument("--steps", type=int, default=defaults.STEPS)
+    a = p.parse_args(argv)
+    be = load_tiny(a.weights)
+    out = {"chunk0": chunk0_quality(be, a.sequences, a.steps)}
+    if a.world:
+        out["motion_probe"] = motion_probe(be, a.world, a.probe_chunk, a.steps, a.world_offset)
+    print(json.dumps(out, indent=1))
