@@ -18,10 +18,7 @@ from ..layout import model_input_condition
 from .dit import TinyAnimateDiT
 from .vae import TinyVAE, frames_to_tensor, tensor_to_frames
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # EverAnimate-Tiny v2, the embedded default
-# v1 (64x64, VAE factor 8, 4x4 tokens per frame) stays beside it, with the LoRAs trained on it, for
-# the drift benchmark until those LoRAs are retrained on v2 (docs/tiny_v2.md).
-V1_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights_v1"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # EverAnimate-Tiny v1, the embedded default
 VAE_FILE = "tiny_vae.safetensors"
 DIT_FILE = "tiny_dit.safetensors"
 CONFIG_FILE = "tiny_config.json"
@@ -40,6 +37,7 @@ class TinyModelConfig:
     vae_factor: int = 8
     vae_blocks: int = 0
     patch: int = 2
+    output: str = "velocity"  # what the DiT's head predicts: velocity (v1) or x0 (v2 candidate)
     dim: int = 128
     depth: int = 6
     heads: int = 4
@@ -61,8 +59,13 @@ class TinyModelConfig:
         Path(path).write_text(json.dumps(self.__dict__, indent=1))
 
 
+X0_SIGMA_FLOOR = 1e-3  # an x0 head's velocity (x - x0) / sigma divides by at least this
+
+
 class TinyDenoiser:
-    """Adapts TinyAnimateDiT to the sampler's denoiser protocol (velocity prediction)."""
+    """Adapts TinyAnimateDiT to the sampler's denoiser protocol. It always returns a velocity: a DiT
+    whose head predicts x0 (``dit.output == "x0"``) is converted with ``(x - x0) / sigma``, so the
+    sampler, the restoration terms and the LoRA objectives see the same velocity either way."""
 
     prediction = "velocity"
 
@@ -77,7 +80,11 @@ class TinyDenoiser:
             t = sigma.reshape(-1).float() * 1000.0
         else:
             t = torch.full((x.shape[0],), float(sigma) * 1000.0)
-        return self.dit(x, t, cond.y, cond.pose, cond.anchors)
+        out = self.dit(x, t, cond.y, cond.pose, cond.anchors)
+        if getattr(self.dit, "output", "velocity") == "x0":
+            s = (t / 1000.0).clamp_min(X0_SIGMA_FLOOR).view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+            return (x - out) / s
+        return out
 
 
 class TinyBackend:
@@ -139,6 +146,9 @@ def build_models(config: TinyModelConfig) -> tuple[TinyVAE, TinyAnimateDiT]:
     """Untrained TinyVAE and TinyAnimateDiT of the given configuration."""
     vae = TinyVAE(config.latent_channels, config.vae_width, config.vae_feat, config.vae_factor, config.vae_blocks)
     dit = TinyAnimateDiT(config.latent_channels, 4, config.dim, config.depth, config.heads, config.patch)
+    if config.output not in ("velocity", "x0"):
+        raise ConfigError(f"output must be 'velocity' or 'x0', got {config.output!r} in the tiny config.")
+    dit.output = config.output
     return vae, dit
 
 

@@ -1,7 +1,7 @@
 """Train EverAnimate-Tiny on SynthDance, on the CPU, from one seeded command.
 
-    python -m everanimate_core train-tiny --v2   # v2, the embedded default -> tiny/weights
-    python -m everanimate_core train-tiny        # v1 (still scenes only)    -> tiny/weights_v1
+    python -m everanimate_core train-tiny        # v1, the embedded default -> tiny/weights
+    python -m everanimate_core train-tiny --v2   # the v2 candidate          -> runs/tiny_v2 (docs/tiny_v2.md)
 
 v2 (docs/tiny_v2.md) trains on plain clips and clips of the stateful world (tiny/world.py) with a
 VAE of factor 4; v1 on plain clips with a VAE of factor 8.
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from .. import defaults
 from ..flow import add_noise, clean_velocity, training_sigmas
@@ -76,8 +76,9 @@ def v2_config(seed: int = 0) -> TrainConfig:
 
 def v2_model() -> TinyModelConfig:
     """EverAnimate-Tiny v2: 64x64, VAE factor 4 (16x16 latents, one residual block), patch 2, so 8x8
-    tokens per frame (v1: 4x4)."""
-    return TinyModelConfig(vae_width=128, vae_factor=4, vae_blocks=1, patch=2)
+    tokens per frame (v1: 4x4), and a head that predicts x0 (trained on x0, sampled through its
+    velocity): attempt 1's velocity head had to pass the noise through the network and drew it back."""
+    return TinyModelConfig(vae_width=128, vae_factor=4, vae_blocks=1, patch=2, output="x0")
 
 
 def _progress(total: int, desc: str):
@@ -247,7 +248,8 @@ def train_dit(dit, data, mc: TinyModelConfig, cfg: TrainConfig, gen: torch.Gener
         xt = add_noise(x0, noise, s)
         target = clean_velocity(x0, noise)
         pred = dit(xt, sig * 1000.0, y, pose, mc.anchors)
-        loss = ((pred - target) ** 2)[:, :, mc.anchors :].mean()
+        goal = x0 if mc.output == "x0" else target
+        loss = ((pred - goal) ** 2)[:, :, mc.anchors :].mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
@@ -261,7 +263,9 @@ def train_dit(dit, data, mc: TinyModelConfig, cfg: TrainConfig, gen: torch.Gener
         bar.close()
 
 
-def train_tiny(out_dir: str | Path, cfg: TrainConfig | None = None, mc: TinyModelConfig | None = None) -> dict:
+def train_tiny(
+    out_dir: str | Path, cfg: TrainConfig | None = None, mc: TinyModelConfig | None = None, vae_from: str | Path | None = None
+) -> dict:
     """Train all stages and write the weights; returns a summary with wall times."""
     cfg = cfg or TrainConfig()
     mc = mc or TinyModelConfig()
@@ -282,9 +286,15 @@ def train_tiny(out_dir: str | Path, cfg: TrainConfig | None = None, mc: TinyMode
     times["render_s"] = time.perf_counter() - t
     vae, dit = build_models(mc)
     t = time.perf_counter()
-    train_vae(vae, bank, cfg, gen, log)
-    set_latent_stats(vae, bank)
+    if vae_from is None:
+        train_vae(vae, bank, cfg, gen, log)
+        set_latent_stats(vae, bank)
+    else:  # the VAE of an earlier run of the same command (its stage is seeded, so it is the same)
+        vae.load_state_dict(load_file(str(Path(vae_from) / VAE_FILE)))
+        log(f"VAE reused from {vae_from}")
     times["vae_s"] = time.perf_counter() - t
+    if cfg.world_sequences:  # v2: the DiT stage has its own stream, so a reused VAE changes nothing
+        gen = torch.Generator().manual_seed(cfg.seed + 1)
     vae.eval()
     t = time.perf_counter()
     data = encode_windows(vae, bank, mc)
@@ -296,26 +306,27 @@ def train_tiny(out_dir: str | Path, cfg: TrainConfig | None = None, mc: TinyMode
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(out / VAE_FILE))
     save_file({k: v.contiguous() for k, v in dit.state_dict().items()}, str(out / DIT_FILE))
     mc.save(out / CONFIG_FILE)
-    summary = {"train_config": cfg.__dict__, "model_config": mc.__dict__, "times": times, "log": logs}
+    summary = {"train_config": cfg.__dict__, "model_config": mc.__dict__, "vae_from": None if vae_from is None else str(vae_from),
+               "times": times, "log": logs}
     (out / "training_summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Train EverAnimate-Tiny on SynthDance (CPU).")
-    p.add_argument("--out", default=None, help="weights folder (default: the package's tiny/weights for v2, tiny/weights_v1 for v1)")
+    p.add_argument("--out", default=None, help="weights folder (default: the package's tiny/weights for v1, runs/tiny_v2 for --v2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a few steps of each stage (smoke test)")
     p.add_argument("--v2", action="store_true", help="EverAnimate-Tiny v2: the stateful world, VAE factor 4")
+    p.add_argument("--vae-from", default=None, help="reuse the VAE of an earlier run of the same command (skips its stage)")
     a = p.parse_args(argv)
     cfg, mc = (v2_config(a.seed), v2_model()) if a.v2 else (TrainConfig(seed=a.seed), TinyModelConfig())
     if a.quick:
         small = dict(sequences=8, vae_steps=5, base_steps=5, memory_steps=5, batch=4)
         cfg = replace(cfg, **small, world_sequences=8 if a.v2 else 0)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    here = Path(__file__).resolve().parent
-    out = a.out or str(here / ("weights" if a.v2 else "weights_v1"))
-    s = train_tiny(out, cfg, mc)
+    out = a.out or ("runs/tiny_v2" if a.v2 else str(Path(__file__).resolve().parent / "weights"))
+    s = train_tiny(out, cfg, mc, a.vae_from)
     print(json.dumps(s["times"], indent=1))
 
 
