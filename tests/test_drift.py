@@ -120,3 +120,36 @@ def test_finished_runs_are_cached_and_reused(tmp_path):
     other = bench_drift(sequences=1, seconds=90, steps=2, variants=("b",), workers=1, out_dir=out,
                         cache_dir=tmp_path / "cache", log=lambda m: None)
     assert other["meta"]["runs_computed"] == 1
+
+
+def test_world_requests_outside_the_split_or_a_lora_folder_outside_its_base_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="holds 200 clips"):
+        bench_drift(sequences=20, offset=190, world=True, variants=("a",), out_dir=None)
+    with pytest.raises(ConfigError, match="--offset at least 0"):
+        bench_drift(sequences=1, offset=-1, variants=("a",), out_dir=None)
+    with pytest.raises(ConfigError, match="not inside an EverAnimate-Tiny weights folder"):
+        run_sequence(VARIANTS["a"], 0, 10, 1, tmp_path / "lora")
+
+
+def test_a_short_world_run_scores_the_scene_state_with_a_seed_per_clip():
+    from everanimate_core.apps.drift import world_seed
+    from everanimate_core.tiny.backend import WEIGHTS_DIR
+
+    r0 = run_sequence(VARIANTS["a"], 0, 10, 1, WEIGHTS_DIR / "lora", world=True)
+    r1 = run_sequence(VARIANTS["a"], 1, 10, 1, WEIGHTS_DIR / "lora", world=True)
+    assert r0["world"] and r0["seed"] == world_seed(0) != r1["seed"] == world_seed(1)
+    assert set(r0["per_frame"]) >= {"psnr", "revealed_psnr", "panel_err"}
+    assert all(len(v) == 80 for v in r0["per_frame"].values())
+    panel = np.asarray(r0["per_frame"]["panel_err"], float)
+    assert np.isfinite(panel[:8]).all() and np.nanmax(panel) < 255  # the panel starts wholly in view
+    runs = [r0, r1]
+    for r in runs:  # the summary and the report take the world metrics and the gates
+        r["seam_ratio"] = {"10": 1.0, "90": 1.0}
+        r["per_frame"] = {k: (v * 9)[:720] for k, v in r["per_frame"].items()}
+    summary = summarize(runs, FPS)
+    meta = {"command": "x", "scene": "world", "offset": 0, "sequences": 2, "seconds": 90, "fps": FPS,
+            "frames": 720, "chunks": 25, "chunk_frames": 33, "steps": 1, "wall_s": 1.0, "workers": 1,
+            "probe": {"zero_motion_cost": 3.5, "true_motion": 20.0, "zero_motion": 16.5, "sequences": 2, "probe_chunk": 3}}
+    table = markdown_table(summary, meta)
+    assert "revealed-plate PSNR" in table and "zero-motion probe costs >= 3 dB: **passed**" in table
+    assert "(a) loses >= 1 dB" in table

@@ -2,7 +2,8 @@
 
 Every variant animates the same held-out SynthDance sequences for 90 s at 8 fps (720 frames, 25
 chunks) with seeded sampling and is scored against the exact ground truth frame by frame.
-Variants (EverAnimate-Tiny; LoRAs in ``tiny/weights/lora/``): a decoded-frame carry (last 5 frames
+Variants (EverAnimate-Tiny; LoRAs in ``tiny/weights/lora/``: a LoRA folder always sits inside the
+folder of the base model it was trained on): a decoded-frame carry (last 5 frames
 re-encoded), reference-only anchors; b latent carry, reference-only anchors; c latent carry +
 chunk-0 anchors (PLP); c+ c + stage-1 LoRA; d c + RFM LoRA (stage 2, gaussian_timestep, w 1);
 e c + stage-2 LoRA with alpha 0; f d + inference-time anchor restoration.
@@ -38,7 +39,10 @@ HORIZONS_S = (10, 90)
 WINDOW_S = 10
 PAPER_GAINS = {10: {"psnr": 8.0, "ssim": 7.0}, 90: {"psnr": 15.0, "ssim": 15.0}}
 METRICS = ("psnr", "ssim", "bg_psnr", "id_err")
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "bg_psnr": True, "id_err": False}
+WORLD_METRICS = ("revealed_psnr", "panel_err")  # the scene state (world clips only)
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "bg_psnr": True, "id_err": False, "revealed_psnr": True, "panel_err": False}
+WORLD_VARIANTS = ("a", "c", "c+", "d", "e", "f")  # docs/drift.md, the v2 set-up: (b) is dropped there
+WORLD_SPLIT = 200  # clips in the world's test split (WorldConfig().test_size)
 
 
 @dataclass(frozen=True)
@@ -65,50 +69,80 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
+def base_weights(lora_dir: Path) -> Path:
+    """The base model a LoRA folder belongs to: the folder around it (``<weights>/lora``)."""
+    base = Path(lora_dir).resolve().parent
+    if not (base / "tiny_config.json").exists():
+        raise ConfigError(
+            f"{lora_dir} is not inside an EverAnimate-Tiny weights folder: a LoRA folder must be the `lora` "
+            "folder of the base model it was trained on, so the LoRAs never meet another base."
+        )
+    return base
+
+
 def _backend(variant: Variant, lora_dir: Path):
     from safetensors.torch import load_file
 
     from ..tiny.backend import load_tiny
     from ..training.trainer import merge_lora
 
-    be = load_tiny()
-    if variant.lora is not None:
-        path = lora_dir / f"{variant.lora}.safetensors"
-        if not path.exists():
-            raise ConfigError(
-                f"Variant {variant.key} needs the LoRA {path}. Train it with `python -m everanimate_core "
-                f"train` (see docs/drift.md) or pass --lora-dir."
-            )
+    path = None if variant.lora is None else lora_dir / f"{variant.lora}.safetensors"
+    if path is not None and not path.exists():
+        raise ConfigError(
+            f"Variant {variant.key} needs the LoRA {path}. Train it with `python -m everanimate_core "
+            f"train` (see docs/drift.md) or pass --lora-dir."
+        )
+    be = load_tiny(base_weights(lora_dir))
+    if path is not None:
         merge_lora(be.dit, load_file(str(path)))
     return be
 
 
-def run_sequence(variant: Variant, index: int, seconds: int, steps: int, lora_dir: Path, backend=None) -> dict:
-    """Animate test sequence ``index`` with one variant; per-frame metric arrays and seam ratios."""
+def world_seed(index: int) -> int:
+    """The world run's seed base of clip ``index`` (docs/drift.md): chunk c uses it + c, so the seed
+    varies by clip and by chunk."""
+    return defaults.SEED + 1000 * int(index)
+
+
+def run_sequence(
+    variant: Variant, index: int, seconds: int, steps: int, lora_dir: Path, backend=None, world: bool = False
+) -> dict:
+    """Animate test sequence ``index`` with one variant; per-frame metric arrays and seam ratios.
+    ``world``: a clip of the stateful world's test split, with its scene-state metrics and a chunk
+    seed that varies by clip; else a still SynthDance sequence with the seed of every sequence."""
     from ..tiny.synthdance import make_sequence
+    from ..tiny.world import make_world_sequence, panel_color_error, region_psnr
 
     t_start = time.perf_counter()
     be = backend or _backend(variant, lora_dir)
     mc = be.config
     total = int(round(seconds * mc.fps))
-    seq = make_sequence(index, "test", mc.height, mc.width, mc.fps)
+    seq = (make_world_sequence if world else make_sequence)(index, "test", mc.height, mc.width, mc.fps)
     pose = seq.pose(0, total)
     ref = seq.reference()
     restoration = AnchorRestoration() if variant.restoration else None
     settings = AnimationSettings(
         chunk=mc.chunk_settings, steps=steps, anchor_policy=variant.anchors,
         restoration=restoration, motion_carry=variant.carry,
+        **({"seed": world_seed(index), "seed_policy": "increment"} if world else {}),
     )
     plan = plan_for_driving(len(pose), settings.chunk, total, settings.window_mode)
     seams_at = [c.start + c.drop for c in plan.chunks[1:]]
     window = int(round(WINDOW_S * mc.fps))
     meters = {h: SeamMeter([s for s in seams_at if s < int(round(h * mc.fps))]) for h in HORIZONS_S}
-    per = {m: [] for m in METRICS}
+    per = {m: [] for m in METRICS + (WORLD_METRICS if world else ())}
     written = [0]
 
     def score(out: ChunkOutput, _chunks: int) -> None:
         keep, out_at = out.kept_frames, written[0]
-        gt, fig = seq.render(out_at, out_at + len(keep))
+        if world:
+            gt, masks = seq.render_world(out_at, out_at + len(keep))
+            fig = masks["figure"]
+            for i in range(len(keep)):
+                per["revealed_psnr"].append(min(region_psnr(keep[i : i + 1], gt[i : i + 1], masks["revealed"][i : i + 1]), 100.0))
+                per["panel_err"].append(panel_color_error(keep[i : i + 1], gt[i : i + 1], masks["panel"][i : i + 1]))
+        else:
+            gt, fig = seq.render(out_at, out_at + len(keep))
         per["psnr"].extend(psnr_per_frame(keep, gt).tolist())
         per["ssim"].extend(ssim_per_frame(keep, gt).tolist())
         for i in range(len(keep)):
@@ -130,6 +164,8 @@ def run_sequence(variant: Variant, index: int, seconds: int, steps: int, lora_di
     return {
         "variant": variant.key,
         "index": index,
+        "world": world,
+        "seed": settings.seed,
         "frames": total,
         "per_frame": {k: [round(float(x), 4) for x in v] for k, v in per.items()},
         "seam_ratio": {str(h): float(m.seam_ratio) for h, m in meters.items()},
@@ -138,25 +174,26 @@ def run_sequence(variant: Variant, index: int, seconds: int, steps: int, lora_di
     }
 
 
-def _cache_path(cache: Path, variant: Variant, index: int, seconds: int, steps: int, lora_dir: Path) -> Path:
+def _cache_path(cache: Path, variant: Variant, index: int, seconds: int, steps: int, lora_dir: Path, world: bool = False) -> Path:
     """One finished run per file; the name pins everything that changes the run (LoRA by content)."""
     import hashlib
 
     tag = "base"
     if variant.lora is not None:
         tag = hashlib.sha256((lora_dir / f"{variant.lora}.safetensors").read_bytes()).hexdigest()[:12]
-    weights = WEIGHTS_DIR / "tiny_dit.safetensors"
+    weights = base_weights(lora_dir) / "tiny_dit.safetensors"
     base = hashlib.sha256(weights.read_bytes()).hexdigest()[:8]
     key = variant.key.replace("+", "plus")
-    return cache / f"{key}_{index:03d}_{seconds}s_{steps}st_{base}_{tag}.json"
+    scene = "world_" if world else ""
+    return cache / f"{scene}{key}_{index:03d}_{seconds}s_{steps}st_{base}_{tag}.json"
 
 
 def _worker(args) -> dict:
-    variant_key, index, seconds, steps, lora_dir, cache = args
+    variant_key, index, seconds, steps, lora_dir, cache, world = args
     torch.set_num_threads(1)
-    r = run_sequence(VARIANTS[variant_key], index, seconds, steps, Path(lora_dir))
+    r = run_sequence(VARIANTS[variant_key], index, seconds, steps, Path(lora_dir), world=world)
     if cache:
-        path = _cache_path(Path(cache), VARIANTS[variant_key], index, seconds, steps, Path(lora_dir))
+        path = _cache_path(Path(cache), VARIANTS[variant_key], index, seconds, steps, Path(lora_dir), world)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(r))
         tmp.replace(path)
@@ -219,7 +256,7 @@ def summarize(runs: list[dict], fps: float) -> dict:
         v = out.setdefault(r["variant"], {"scores": {}, "curves": {}})
         for h in HORIZONS_S:
             n = int(round(h * fps))
-            for m in METRICS:
+            for m in r["per_frame"]:
                 arr = np.asarray(r["per_frame"][m][:n], np.float64)
                 v["scores"].setdefault(f"{m}@{h}", []).append(float(np.nanmean(arr)))
                 v["scores"].setdefault(f"{m}@{h}w", []).append(float(np.nanmean(arr[n - w : n])))
@@ -252,7 +289,10 @@ def markdown_table(summary: dict, meta: dict) -> str:
         "# Drift benchmark results",
         "",
         f"Command: `{meta['command']}`  ",
-        f"{meta['sequences']} held-out SynthDance test sequences, {meta['seconds']} s at {meta['fps']:g} fps "
+        (f"{meta['sequences']} held-out clips of the stateful world (test clips {meta.get('offset', 0)}.."
+         f"{meta.get('offset', 0) + meta['sequences'] - 1}), EverAnimate-Tiny v2, " if meta.get("scene") == "world"
+         else f"{meta['sequences']} held-out SynthDance test sequences, ")
+        + f"{meta['seconds']} s at {meta['fps']:g} fps "
         f"({meta['frames']} frames, {meta['chunks']} chunks of {meta['chunk_frames']} frames), {meta['steps']} "
         f"Euler steps, EverAnimate-Tiny. "
         + (f"Wall time {meta['wall_s']:.0f} s with {meta['workers']} worker(s) for the {meta.get('runs_computed', '?')} "
@@ -266,21 +306,25 @@ def markdown_table(summary: dict, meta: dict) -> str:
         "better). Seam: frame-change ratio at chunk joins vs inside chunks (1 = invisible joins).",
         "",
     ]
+    world = meta.get("scene") == "world"
     for h in HORIZONS_S:
+        extra_head = " revealed-plate PSNR | panel err |" if world else ""
         lines += [f"## Horizon {h} s", "",
-                  "| variant | PSNR | SSIM | background PSNR | ID err | PSNR last 10 s | SSIM last 10 s | seam |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| variant | PSNR | SSIM | background PSNR | ID err | PSNR last 10 s | SSIM last 10 s | seam |" + extra_head,
+                  "|---|---|---|---|---|---|---|---|" + ("---|---|" if world else "")]
         for k in keys:
             mc = summary[k]["mean_ci"]
+            extra = f" {_fmt(mc[f'revealed_psnr@{h}'])} | {_fmt(mc[f'panel_err@{h}'], 1)} |" if world else ""
             lines.append(
                 f"| ({k}) {VARIANTS[k].label} | {_fmt(mc[f'psnr@{h}'])} | {_fmt(mc[f'ssim@{h}'], 3)} | "
                 f"{_fmt(mc[f'bg_psnr@{h}'])} | {_fmt(mc[f'id_err@{h}'], 1)} | {_fmt(mc[f'psnr@{h}w'])} | "
-                f"{_fmt(mc[f'ssim@{h}w'], 3)} | {_fmt(mc[f'seam@{h}'])} |"
+                f"{_fmt(mc[f'ssim@{h}w'], 3)} | {_fmt(mc[f'seam@{h}'])} |" + extra
             )
         lines.append("")
     lines += ["## Relative gains (paired bootstrap 95 % interval)", "",
               "| comparison | horizon | PSNR gain % | SSIM gain % | paper (PSNR / SSIM) |", "|---|---|---|---|---|"]
-    pairs = [("d", "a"), ("d", "b"), ("d", "c"), ("d", "c+"), ("d", "e"), ("f", "d"), ("c", "a")]
+    pairs = ([("c", "a"), ("d", "c+"), ("d", "e"), ("f", "d"), ("d", "a")] if world else
+             [("d", "a"), ("d", "b"), ("d", "c"), ("d", "c+"), ("d", "e"), ("f", "d"), ("c", "a")])
     for ours, base in pairs:
         if ours not in summary or base not in summary:
             continue
@@ -289,9 +333,14 @@ def markdown_table(summary: dict, meta: dict) -> str:
             for m in ("psnr", "ssim"):
                 g, lo, hi = paired_gain(summary[ours]["scores"][f"{m}@{h}"], summary[base]["scores"][f"{m}@{h}"])
                 cells.append(f"{g:+.1f} [{lo:+.1f}, {hi:+.1f}]")
-            paper = f"+{PAPER_GAINS[h]['psnr']:.0f} / +{PAPER_GAINS[h]['ssim']:.0f} (over their best baseline)" if (ours, base) == ("d", "a") else ""
+            paper = f"+{PAPER_GAINS[h]['psnr']:.0f} / +{PAPER_GAINS[h]['ssim']:.0f} (over their best baseline)" if base == "a" else ""
             lines.append(f"| ({ours}) vs ({base}) | {h} s | {cells[0]} | {cells[1]} | {paper} |")
     lines.append("")
+    if world:
+        lines += ["## Gates (fixed in docs/drift.md before any result)", ""]
+        for name, (ok, text) in gates(summary, meta).items():
+            lines.append(f"- {name}: **{'passed' if ok else 'FAILED'}**. {text}")
+        lines.append("")
     sig = signature(summary)
     lines += ["## The paper's signature at toy scale", ""]
     for name, (ok, text) in sig.items():
@@ -300,9 +349,37 @@ def markdown_table(summary: dict, meta: dict) -> str:
     return "\n".join(lines)
 
 
+GATE_PROBE_DB = 3.0  # the zero-motion probe must cost at least this (the model uses its memory)
+GATE_DRIFT_DB = 1.0  # (a) must lose at least this from its first 10 s to its last 10 s before 90 s
+
+
+def gates(summary: dict, meta: dict) -> dict[str, tuple[bool, str]]:
+    """The two gates of the world run (docs/drift.md): memory is used, and drift is real."""
+    out: dict[str, tuple[bool, str]] = {}
+    probe = meta.get("probe")
+    if probe is not None:
+        cost = probe["zero_motion_cost"]
+        out[f"zero-motion probe costs >= {GATE_PROBE_DB:g} dB"] = (
+            cost >= GATE_PROBE_DB,
+            f"{probe['true_motion']:.2f} dB with the motion latent, {probe['zero_motion']:.2f} dB with zeros: "
+            f"{cost:+.2f} dB ({probe['sequences']} clips, chunk {probe['probe_chunk']})",
+        )
+    if "a" in summary:
+        first = summary["a"]["mean_ci"]["psnr@10"][0]
+        last = summary["a"]["mean_ci"]["psnr@90w"][0]
+        out[f"(a) loses >= {GATE_DRIFT_DB:g} dB between its first and its last 10 s before 90 s"] = (
+            first - last >= GATE_DRIFT_DB, f"{first:.2f} dB -> {last:.2f} dB ({last - first:+.2f} dB)"
+        )
+    return out
+
+
 def signature(summary: dict) -> dict[str, tuple[bool, str]]:
     """The three checks of the issue, with the numbers behind them."""
     out: dict[str, tuple[bool, str]] = {}
+    if "c" in summary and "a" in summary:
+        g10 = paired_gain(summary["c"]["scores"]["psnr@10"], summary["a"]["scores"]["psnr@10"])[0]
+        g90 = paired_gain(summary["c"]["scores"]["psnr@90"], summary["a"]["scores"]["psnr@90"])[0]
+        out["(c) beats (a) by more at 90 s than at 10 s (PSNR)"] = (g90 > g10 and g90 > 0, f"gain {g10:+.1f} % at 10 s, {g90:+.1f} % at 90 s")
     if "d" in summary and "a" in summary:
         g10 = paired_gain(summary["d"]["scores"]["psnr@10"], summary["a"]["scores"]["psnr@10"])[0]
         g90 = paired_gain(summary["d"]["scores"]["psnr@90"], summary["a"]["scores"]["psnr@90"])[0]
@@ -361,23 +438,40 @@ def bench_drift(
     sequences: int = 20,
     seconds: int = 90,
     steps: int = defaults.STEPS,
-    variants: tuple[str, ...] = tuple(VARIANTS),
+    variants: tuple[str, ...] | None = None,
     workers: int = 2,
-    lora_dir: Path = LORA_DIR,
+    lora_dir: Path | None = None,
     out_dir: Path | None = DOCS_DIR,
     command: str = "python -m everanimate_core bench drift",
     log=print,
     cache_dir: Path | None = None,
+    world: bool = False,
+    offset: int = 0,
 ) -> dict:
-    """Run the benchmark; writes drift_results.md/.json and drift_psnr.svg to ``out_dir``.
+    """Run the benchmark; writes drift_results.md/.json and drift_psnr.svg to ``out_dir``
+    (``drift_world_results.*`` and ``drift_world_psnr.svg`` for the world).
 
-    With ``cache_dir`` every finished (variant, sequence) run is kept there and reused by a later
-    call with the same horizon, steps and weights, so an interrupted benchmark resumes."""
+    Sequences ``offset .. offset + sequences - 1`` of the test split. ``world``: clips of the
+    stateful world; else the still SynthDance scene. ``lora_dir`` (default: the embedded model's
+    ``lora`` folder) names the base model too: the folder around it. With ``cache_dir`` every
+    finished (variant, sequence) run is kept there
+    and reused by a later call with the same horizon, steps and weights, so an interrupted
+    benchmark resumes."""
+    if variants is None:
+        variants = WORLD_VARIANTS if world else tuple(VARIANTS)
+    lora_dir = Path(LORA_DIR if lora_dir is None else lora_dir)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ConfigError(f"Unknown variants {unknown}; choose from {list(VARIANTS)}.")
     if seconds < max(HORIZONS_S):
         raise ConfigError(f"The benchmark needs at least {max(HORIZONS_S)} s to report every horizon.")
+    if sequences < 1 or offset < 0:
+        raise ConfigError(f"--sequences must be at least 1 and --offset at least 0; got {sequences} and {offset}.")
+    if world and offset + sequences > WORLD_SPLIT:
+        raise ConfigError(
+            f"The world's test split holds {WORLD_SPLIT} clips; clips {offset}..{offset + sequences - 1} were asked "
+            f"for. Lower --sequences or --offset."
+        )
     for v in variants:
         if VARIANTS[v].lora and not (lora_dir / f"{VARIANTS[v].lora}.safetensors").exists():
             _backend(VARIANTS[v], lora_dir)  # raises the explanatory error
@@ -387,12 +481,12 @@ def bench_drift(
     runs: list[dict] = []
     tasks = []
     for v in variants:
-        for i in range(sequences):
-            hit = _cache_path(Path(cache_dir), VARIANTS[v], i, seconds, steps, lora_dir) if cache_dir is not None else None
+        for i in range(offset, offset + sequences):
+            hit = _cache_path(Path(cache_dir), VARIANTS[v], i, seconds, steps, lora_dir, world) if cache_dir is not None else None
             if hit is not None and hit.exists():
                 runs.append(json.loads(hit.read_text()))
             else:
-                tasks.append((v, i, seconds, steps, str(lora_dir), cache))
+                tasks.append((v, i, seconds, steps, str(lora_dir), cache, world))
     if runs:
         log(f"{len(runs)} runs reused from {cache_dir}; {len(tasks)} to go")
     t0 = time.perf_counter()
@@ -417,19 +511,27 @@ def bench_drift(
     runs.sort(key=lambda r: (list(VARIANTS).index(r["variant"]), r["index"]))
     summary = summarize(runs, mc.fps)
     plan = plan_for_driving(int(seconds * mc.fps), mc.chunk_settings, None, "pingpong")
-    meta = {"command": command, "sequences": sequences, "seconds": seconds, "fps": mc.fps, "frames": int(seconds * mc.fps),
+    meta = {"command": command, "scene": "world" if world else "plain", "offset": offset,
+            "sequences": sequences, "seconds": seconds, "fps": mc.fps, "frames": int(seconds * mc.fps),
             "chunks": len(plan), "chunk_frames": mc.frames, "steps": steps, "wall_s": wall, "workers": workers,
             "variants": list(variants), "runs_reused": len(runs) - len(tasks), "runs_computed": len(tasks),
             "run_s_mean": float(np.mean([r.get("run_s", float("nan")) for r in runs])),
             "run_s_total": float(np.sum([r.get("run_s", float("nan")) for r in runs]))}
+    if world:
+        from ..tiny.backend import load_tiny
+        from .quality import motion_probe
+
+        log("zero-motion probe on the same clips ...")
+        meta["probe"] = motion_probe(load_tiny(base_weights(lora_dir)), sequences, 3, steps, offset)
     table = markdown_table(summary, meta)
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "drift_results.md").write_text(table)
-        (out_dir / "drift_psnr.svg").write_text(svg_plot(summary, mc.fps))
+        stem = "drift_world" if world else "drift"
+        (out_dir / f"{stem}_results.md").write_text(table)
+        (out_dir / f"{stem}_psnr.svg").write_text(svg_plot(summary, mc.fps))
         slim = {k: {"scores": v["scores"], "psnr_curve": v["psnr_curve"]} for k, v in summary.items()}
-        (out_dir / "drift_results.json").write_text(json.dumps({"meta": meta, "variants": slim}, indent=1))
+        (out_dir / f"{stem}_results.json").write_text(json.dumps({"meta": meta, "variants": slim}, indent=1))
     return {"meta": meta, "summary": summary, "table": table}
 
 
@@ -438,14 +540,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sequences", type=int, default=20)
     p.add_argument("--seconds", type=int, default=90)
     p.add_argument("--steps", type=int, default=defaults.STEPS)
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--variants", default=None, help=f"comma-separated (default: all; the world: {','.join(WORLD_VARIANTS)})")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    p.add_argument("--lora-dir", default=str(LORA_DIR))
+    p.add_argument("--lora-dir", default=None, help="LoRA folder inside its base model's weights folder")
+    p.add_argument("--world", action="store_true", help="clips of the stateful world (the v2 set-up of docs/drift.md)")
+    p.add_argument("--offset", type=int, default=0, help="first test sequence (other held-out sequences)")
     p.add_argument("--out", default=str(DOCS_DIR), help="where the table, JSON and plot go")
     p.add_argument("--cache", default="outputs/drift_cache",
                    help="keep every finished run here and reuse it (resume); '' to disable")
     a = p.parse_args(argv)
     cmd = "python -m everanimate_core bench drift" + (" " + " ".join(argv) if argv else "")
-    res = bench_drift(a.sequences, a.seconds, a.steps, tuple(v for v in a.variants.split(",") if v), a.workers,
-                      Path(a.lora_dir), Path(a.out), cmd, cache_dir=Path(a.cache) if a.cache else None)
+    variants = None if a.variants is None else tuple(v for v in a.variants.split(",") if v)
+    res = bench_drift(a.sequences, a.seconds, a.steps, variants, a.workers,
+                      None if a.lora_dir is None else Path(a.lora_dir), Path(a.out), cmd,
+                      cache_dir=Path(a.cache) if a.cache else None, world=a.world, offset=a.offset)
     print(res["table"])
