@@ -1,0 +1,159 @@
+"""The quality bench against the trivial answers (``python -m everanimate_core bench quality``).
+
+Each floor here fails for a stand-in that copies the reference, ignores the pose or ignores the
+motion latent (the stand-ins below prove it). The embedded v1 clears the pose floor; it does not
+beat the copies and does not use its motion latent (docs/tiny_v2.md), so those two floors are
+strict expected failures until a model that clears them ships: a pass makes them fail loudly.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from everanimate_core.apps.quality import chunk0_quality, drawn_figure, mask_iou, motion_probe
+from everanimate_core.errors import ConfigError
+from everanimate_core.tiny.backend import WEIGHTS_DIR, TinyBackend, load_tiny
+from everanimate_core.tiny.train_tiny import TrainConfig, _pick, main as train_main, render_bank, v2_model
+
+# Floors of issue 9's targets, and the pose floor set between the stand-ins (gain 0) and v1
+# (IoU gain 0.07 on 8 dancers at 20 steps; docs/tiny_v2.md):
+MARGIN_OVER_COPIES = 2.0  # full frame, dB above the better of the reference and the empty scene
+POSE_IOU_GAIN = 0.03  # drawn-figure IoU with the true mask, own pose minus another dancer's pose
+ZERO_MOTION_COST = 3.0  # world clips: dB lost when the motion latent is replaced by zeros
+NOT_YET = "issue 9: the embedded EverAnimate-Tiny v1 does not clear this floor (docs/tiny_v2.md)"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.set_num_threads(1)
+    return load_tiny()
+
+
+@pytest.fixture(scope="module")
+def quality(tiny):
+    return chunk0_quality(tiny, sequences=2, steps=10)
+
+
+class CopyReference(TinyBackend):
+    """Stand-in that copies the reference: every generated slot is the reference latent, whatever
+    the pose or the motion latent say."""
+
+    def __init__(self, be: TinyBackend):
+        super().__init__(be.vae, be.dit, be.config)
+
+    def sample(self, request):
+        k = request.layout.anchors
+        g = request.noise.shape[2] - k
+        still = np.repeat(np.asarray(request.clip_image)[None], 1 + 4 * (g - 1), axis=0)
+        return torch.cat([request.anchors, self.encode_pose(still)], dim=1)
+
+
+class IgnoreMotion(TinyBackend):
+    """Stand-in that never sees the motion latent (its slot is zeroed before sampling)."""
+
+    def __init__(self, be: TinyBackend):
+        super().__init__(be.vae, be.dit, be.config)
+
+    def sample(self, request):
+        cond = request.condition.clone()
+        k = request.layout.anchors
+        cond[:, k : k + 1] = 0.0
+        from dataclasses import replace
+
+        return super().sample(replace(request, condition=cond))
+
+
+@pytest.mark.xfail(strict=True, reason=NOT_YET)
+def test_chunk0_beats_copying_the_reference_and_the_empty_scene(quality):
+    r = quality
+    assert r["model"] > max(r["reference"], r["empty"]) + MARGIN_OVER_COPIES, r
+
+
+def test_the_quality_and_pose_floors_fail_for_a_model_that_copies_the_reference(tiny):
+    r = chunk0_quality(CopyReference(tiny), sequences=2, steps=2)
+    assert r["model"] < max(r["reference"], r["empty"]) + MARGIN_OVER_COPIES, r
+    assert abs(r["model"] - r["reference"]) < 1.5, r  # the stand-in is a copy (through the VAE)
+    # a copy ignores the pose: its figure is the same whichever pose drives it
+    assert r["iou"] == pytest.approx(r["wrong_pose_iou"]) and r["iou"] - r["wrong_pose_iou"] < POSE_IOU_GAIN
+
+
+def test_the_output_follows_the_pose(quality):
+    r = quality
+    assert r["iou"] > r["wrong_pose_iou"] + POSE_IOU_GAIN, r
+
+
+@pytest.mark.xfail(strict=True, reason=NOT_YET)
+def test_the_motion_latent_matters_on_world_clips(tiny):
+    r = motion_probe(tiny, sequences=2, probe_chunk=2, steps=10)
+    assert r["zero_motion_cost"] > ZERO_MOTION_COST, r
+
+
+def test_the_motion_probe_reads_zero_for_a_model_that_never_sees_the_motion_latent(tiny):
+    blind = motion_probe(IgnoreMotion(tiny), sequences=1, probe_chunk=1, steps=2)
+    assert blind["zero_motion_cost"] == 0.0, blind
+
+
+def test_drawn_figure_and_iou():
+    empty = np.zeros((1, 4, 4, 3), np.uint8)
+    frames = empty.copy()
+    frames[0, 1:3, 1:3] = 200
+    fig = drawn_figure(frames, empty)
+    assert fig.sum() == 4 and fig[0, 1, 1]
+    truth = np.zeros((1, 4, 4), bool)
+    truth[0, 1:3, 1:2] = True
+    assert mask_iou(fig, truth) == pytest.approx(0.5)
+    assert mask_iou(np.zeros_like(truth), np.zeros_like(truth)) == 1.0
+
+
+def test_bad_requests_are_refused(tiny):
+    with pytest.raises(ConfigError, match="--sequences must be between 1"):
+        chunk0_quality(tiny, sequences=0)
+    with pytest.raises(ConfigError, match="held-out split's size"):
+        motion_probe(tiny, sequences=2, offset=199)
+    with pytest.raises(ConfigError, match="--probe-chunk must be at least 1"):
+        motion_probe(tiny, sequences=1, probe_chunk=0)
+
+
+def test_weights_of_another_configuration_are_refused(tmp_path):
+    import shutil
+
+    for f in WEIGHTS_DIR.iterdir():
+        if f.is_file():
+            shutil.copy(f, tmp_path / f.name)
+    cfg = json.loads((tmp_path / "tiny_config.json").read_text())
+    cfg["vae_factor"], cfg["vae_blocks"] = 4, 1
+    (tmp_path / "tiny_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="does not fit the model described by"):
+        load_tiny(tmp_path)
+
+
+def test_world_clips_only_enter_the_first_chunk_layout_from_the_reference_view():
+    mc = v2_model()
+    mc.frames = 9  # a small bank: 9-frame chunks, windows of 9 + 5 frames
+    cfg = TrainConfig(sequences=2, world_sequences=6, world_fresh_p=0.5)
+    bank = render_bank(cfg, mc, length=14)
+    assert bank["frames"].shape[0] == 8 and bank["world"].sum() == 6
+    fresh_world = bank["fresh"] & bank["world"]
+    assert 0 < fresh_world.sum() < 6, bank["fresh"]
+    data = {k: torch.as_tensor(bank[k]) for k in ("fresh", "world")}
+    data["a"] = torch.zeros(8, 1)
+    gen = torch.Generator().manual_seed(0)
+    firsts = {_pick(data, True, cfg, gen) for _ in range(200)}
+    assert all(bank["fresh"][i] for i in firsts) and len(firsts) == int(bank["fresh"].sum())
+    windows = [_pick(data, False, cfg, gen) for _ in range(400)]
+    share = np.mean([bank["world"][i] for i in windows])
+    assert abs(share - cfg.world_p) < 0.1
+
+
+@pytest.mark.slow
+def test_the_v2_training_command_runs_and_writes_a_loadable_model(tmp_path):
+    train_main(["--v2", "--quick", "--out", str(tmp_path)])
+    be = load_tiny(tmp_path)
+    assert be.config.vae_factor == 4 and be.config.vae_blocks == 1
+    assert be.config.height // (be.config.vae_factor * be.config.patch) == 8  # 8x8 tokens per frame (v1: 4x4)
+    summary = json.loads((tmp_path / "training_summary.json").read_text())
+    assert summary["train_config"]["world_sequences"] == 8
