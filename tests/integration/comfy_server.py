@@ -17,6 +17,12 @@ TINY_UNET = "tiny_wan_animate.safetensors"
 TINY_VAE = "tiny_wan21_vae.safetensors"
 
 
+def tiny_weights(root: Path) -> dict[str, Path]:
+    """Where the tiny random Wan weights sit in the ComfyUI checkout ``root`` (``start_server``'s
+    ``weights``)."""
+    return {"unet": root / "models" / "diffusion_models" / TINY_UNET, "vae": root / "models" / "vae" / TINY_VAE}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
