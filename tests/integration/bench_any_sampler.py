@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
 
-from comfy_server import start_server, tiny_weights  # noqa: E402
+from comfy_server import start_server, tiny_weight_paths  # noqa: E402
 
 
 def _run_seconds(hist: dict) -> float:
@@ -38,7 +38,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     a = p.parse_args()
     root = Path(os.environ["COMFYUI_PATH"]).resolve()
-    weights = tiny_weights(root)
+    weights = tiny_weight_paths(root)
     from test_comfy_nodes import _ksampler_graph, _tiny_prompt, _write_inputs  # the tests' graph builders
 
     with tempfile.TemporaryDirectory() as base:

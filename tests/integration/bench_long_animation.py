@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
 
-from comfy_server import start_server, tiny_weights  # noqa: E402
+from comfy_server import start_server, tiny_weight_paths  # noqa: E402
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4)
     a = p.parse_args()
     root = Path(os.environ["COMFYUI_PATH"]).resolve()
-    weights = tiny_weights(root)
+    weights = tiny_weight_paths(root)
     from everanimate_core.plan import ChunkSettings, frames_for_chunks
     from everanimate_core.tiny.synthdance import make_sequence
     from everanimate_core.infra.video import StreamingVideoWriter, count_frames

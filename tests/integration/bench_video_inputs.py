@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
 
-from comfy_server import TINY_UNET, TINY_VAE, start_server, tiny_weights  # noqa: E402
+from comfy_server import TINY_UNET, TINY_VAE, start_server, tiny_weight_paths  # noqa: E402
 
 
 def write_pose_clip(path: Path, frames: int, height: int = 480, width: int = 832) -> None:
@@ -117,7 +117,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     root = Path(os.environ["COMFYUI_PATH"]).resolve()
-    weights = tiny_weights(root)
+    weights = tiny_weight_paths(root)
     from everanimate_core.plan import ChunkSettings, frames_for_chunks
 
     rows = []

@@ -17,7 +17,7 @@ TINY_UNET = "tiny_wan_animate.safetensors"
 TINY_VAE = "tiny_wan21_vae.safetensors"
 
 
-def tiny_weights(root: Path) -> dict[str, Path]:
+def tiny_weight_paths(root: Path) -> dict[str, Path]:
     """Where the tiny random Wan weights sit in the ComfyUI checkout ``root`` (``start_server``'s
     ``weights``)."""
     return {"unet": root / "models" / "diffusion_models" / TINY_UNET, "vae": root / "models" / "vae" / TINY_VAE}

@@ -17,12 +17,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from comfy_server import TINY_UNET, TINY_VAE, start_server  # noqa: E402
+from comfy_server import start_server, tiny_weight_paths  # noqa: E402
 
 
 def main() -> int:
     root = Path(os.environ["COMFYUI_PATH"]).resolve()
-    weights = {"unet": root / "models" / "diffusion_models" / TINY_UNET, "vae": root / "models" / "vae" / TINY_VAE}
+    weights = tiny_weight_paths(root)
     missing = [str(p) for p in weights.values() if not p.exists()]
     if missing:
         print(f"missing tiny weights {missing}: run the integration tests once to build them", file=sys.stderr)
