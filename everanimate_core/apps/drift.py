@@ -42,7 +42,6 @@ METRICS = ("psnr", "ssim", "bg_psnr", "id_err")
 WORLD_METRICS = ("revealed_psnr", "panel_err")  # the scene state (world clips only)
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "bg_psnr": True, "id_err": False, "revealed_psnr": True, "panel_err": False}
 WORLD_VARIANTS = ("a", "c", "c+", "d", "e", "f")  # docs/drift.md, the v2 set-up: (b) is dropped there
-WORLD_SPLIT = 200  # clips in the world's test split (WorldConfig().test_size)
 
 
 @dataclass(frozen=True)
@@ -467,9 +466,12 @@ def bench_drift(
         raise ConfigError(f"The benchmark needs at least {max(HORIZONS_S)} s to report every horizon.")
     if sequences < 1 or offset < 0:
         raise ConfigError(f"--sequences must be at least 1 and --offset at least 0; got {sequences} and {offset}.")
-    if world and offset + sequences > WORLD_SPLIT:
+    from ..tiny.world import WorldConfig
+
+    split = WorldConfig().split_size("test")
+    if world and offset + sequences > split:
         raise ConfigError(
-            f"The world's test split holds {WORLD_SPLIT} clips; clips {offset}..{offset + sequences - 1} were asked "
+            f"The world's test split holds {split} clips; clips {offset}..{offset + sequences - 1} were asked "
             f"for. Lower --sequences or --offset."
         )
     for v in variants:
