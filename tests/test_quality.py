@@ -155,5 +155,6 @@ def test_the_v2_training_command_runs_and_writes_a_loadable_model(tmp_path):
     be = load_tiny(tmp_path)
     assert be.config.vae_factor == 4 and be.config.vae_blocks == 1
     assert be.config.height // (be.config.vae_factor * be.config.patch) == 8  # 8x8 tokens per frame (v1: 4x4)
+    assert be.config.attention == "factorized" and be.denoiser.dit.attention == "factorized"
     summary = json.loads((tmp_path / "training_summary.json").read_text())
     assert summary["train_config"]["world_sequences"] == 8

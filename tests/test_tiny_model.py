@@ -96,5 +96,69 @@ def test_an_x0_head_is_sampled_through_its_velocity():
     assert torch.allclose(den(x, 0.5, cond), (x - target) / 0.5)
     out = sample_chunk(den, x, cond, torch.tensor([0.7, 0.0]))
     assert torch.allclose(out, target, atol=1e-5)
-    with pytest.raises(Exception, match="output must be 'velocity' or 'x0'"):
+    with pytest.raises(Exception, match="output must be one of"):
         build_models(TinyModelConfig(dim=32, depth=1, heads=2, vae_width=8, vae_feat=16, output="eps"))
+
+
+def test_the_skip_head_passes_x_through_at_low_sigma_and_predicts_x0_at_sigma_one():
+    """x0_skip: x0 = c_skip x_t + c_out F. At sigma 1 it is F; as sigma -> 0 it is x_t; its training
+    target (x0 - c_skip x_t) / c_out has unit variance for unit-variance data at every sigma."""
+    from everanimate_core.flow import add_noise
+    from everanimate_core.tiny.dit import skip_scalings
+
+    c_skip, c_out = skip_scalings(torch.tensor([1.0, 1e-4]))
+    assert torch.allclose(c_skip, torch.tensor([0.0, 1.0]), atol=1e-3)
+    assert torch.allclose(c_out, torch.tensor([1.0, 0.0]), atol=1e-3)
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(200_000, generator=g), torch.randn(200_000, generator=g)
+    for s in (0.05, 0.3, 0.5, 0.8, 0.99):
+        c_skip, c_out = skip_scalings(torch.tensor(s))
+        target = (x0 - c_skip * add_noise(x0, eps, s)) / c_out
+        assert abs(float(target.std()) - 1.0) < 0.02, s
+
+
+def test_a_skip_head_is_sampled_through_its_velocity():
+    """A DiT with the x0_skip head whose network returns the exact target F lands on x0 in one step."""
+    from everanimate_core.flow import add_noise
+    from everanimate_core.sampler import ChunkCondition, sample_chunk
+    from everanimate_core.tiny.backend import TinyDenoiser, TinyModelConfig, build_models
+    from everanimate_core.tiny.dit import skip_scalings
+
+    mc = TinyModelConfig(dim=32, depth=1, heads=2, vae_width=8, vae_feat=16, output="x0_skip")
+    _, dit = build_models(mc)
+    x0, eps = torch.randn(1, 16, 3, 4, 4), torch.randn(1, 16, 3, 4, 4)
+
+    def exact(x, t, y, pose, k):  # the F that makes c_skip x + c_out F equal x0
+        c_skip, c_out = skip_scalings(t.view(-1, 1, 1, 1, 1) / 1000.0)
+        return (x0 - c_skip * x) / c_out
+
+    dit.forward = exact
+    den = TinyDenoiser(dit)
+    cond = ChunkCondition(y=torch.zeros(1, 20, 3, 4, 4), pose=None, anchors=1, extras={})
+    x = add_noise(x0, eps, 0.6)
+    assert torch.allclose(den(x, 0.6, cond), eps - x0, atol=1e-4)  # the flow velocity
+    out = sample_chunk(den, x, cond, torch.tensor([0.6, 0.0]))
+    assert torch.allclose(out, x0, atol=1e-4)
+
+
+def test_factorized_attention_keeps_the_interface_and_reads_across_time():
+    """The factorized DiT takes the same inputs (any K + G, pose on slots K..) and a generated slot
+    depends on the anchor slot's condition at its own position."""
+    from everanimate_core.tiny.backend import TinyModelConfig, build_models
+
+    torch.manual_seed(0)
+    mc = TinyModelConfig(dim=32, depth=2, heads=2, vae_width=8, vae_feat=16, attention="factorized")
+    _, dit = build_models(mc)
+    for p in dit.parameters():  # leave the zero-initialised gates and head open
+        if p.dim() and not p.abs().sum():
+            torch.nn.init.normal_(p, std=0.1)
+    x, y = torch.randn(1, 16, 5, 4, 4), torch.randn(1, 20, 5, 4, 4)
+    pose = torch.randn(1, 16, 3, 4, 4)
+    out = dit(x, torch.tensor([500.0]), y, pose, 2)
+    assert out.shape == x.shape
+    y2 = y.clone()
+    y2[:, 4:, 0] += 1.0  # the condition of anchor slot 0 only
+    out2 = dit(x, torch.tensor([500.0]), y2, pose, 2)
+    assert (out2[:, :, 2:] - out[:, :, 2:]).abs().amax() > 1e-3
+    with pytest.raises(Exception, match="attention must be one of"):
+        build_models(TinyModelConfig(dim=32, depth=1, heads=2, vae_width=8, vae_feat=16, attention="sparse"))

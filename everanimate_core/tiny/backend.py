@@ -15,7 +15,7 @@ from ..pipeline import ChunkRequest
 from ..plan import ChunkSettings
 from ..sampler import ChunkCondition, sample_chunk
 from ..layout import model_input_condition
-from .dit import TinyAnimateDiT
+from .dit import ATTENTION, OUTPUTS, TinyAnimateDiT, skip_scalings
 from .vae import TinyVAE, frames_to_tensor, tensor_to_frames
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # EverAnimate-Tiny v1, the embedded default
@@ -37,10 +37,11 @@ class TinyModelConfig:
     vae_factor: int = 8
     vae_blocks: int = 0
     patch: int = 2
-    output: str = "velocity"  # what the DiT's head predicts: velocity (v1) or x0 (v2 candidate)
+    output: str = "velocity"  # what the DiT's head predicts: velocity (v1), x0, or x0_skip (dit.skip_scalings)
     dim: int = 128
     depth: int = 6
     heads: int = 4
+    attention: str = "full"  # "full" 3D attention (v1) or "factorized": within a slot, then along time
     frames: int = 33
     overlap: int = 4
     anchors: int = 4
@@ -64,7 +65,8 @@ X0_SIGMA_FLOOR = 1e-3  # an x0 head's velocity (x - x0) / sigma divides by at le
 
 class TinyDenoiser:
     """Adapts TinyAnimateDiT to the sampler's denoiser protocol. It always returns a velocity: a DiT
-    whose head predicts x0 (``dit.output == "x0"``) is converted with ``(x - x0) / sigma``, so the
+    whose head predicts x0 (``dit.output == "x0"``, or ``"x0_skip"`` through ``dit.skip_scalings``) is
+    converted with ``(x - x0) / sigma``, so the
     sampler, the restoration terms and the LoRA objectives see the same velocity either way."""
 
     prediction = "velocity"
@@ -81,10 +83,14 @@ class TinyDenoiser:
         else:
             t = torch.full((x.shape[0],), float(sigma) * 1000.0)
         out = self.dit(x, t, cond.y, cond.pose, cond.anchors)
-        if getattr(self.dit, "output", "velocity") == "x0":
-            s = (t / 1000.0).clamp_min(X0_SIGMA_FLOOR).view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
-            return (x - out) / s
-        return out
+        kind = getattr(self.dit, "output", "velocity")
+        if kind == "velocity":
+            return out
+        s = (t / 1000.0).clamp_min(X0_SIGMA_FLOOR).view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+        if kind == "x0_skip":
+            c_skip, c_out = skip_scalings(s)
+            out = c_skip * x + c_out * out
+        return (x - out) / s
 
 
 class TinyBackend:
@@ -145,9 +151,11 @@ class TinyBackend:
 def build_models(config: TinyModelConfig) -> tuple[TinyVAE, TinyAnimateDiT]:
     """Untrained TinyVAE and TinyAnimateDiT of the given configuration."""
     vae = TinyVAE(config.latent_channels, config.vae_width, config.vae_feat, config.vae_factor, config.vae_blocks)
-    dit = TinyAnimateDiT(config.latent_channels, 4, config.dim, config.depth, config.heads, config.patch)
-    if config.output not in ("velocity", "x0"):
-        raise ConfigError(f"output must be 'velocity' or 'x0', got {config.output!r} in the tiny config.")
+    if config.attention not in ATTENTION:
+        raise ConfigError(f"attention must be one of {ATTENTION}, got {config.attention!r} in the tiny config.")
+    dit = TinyAnimateDiT(config.latent_channels, 4, config.dim, config.depth, config.heads, config.patch, config.attention)
+    if config.output not in OUTPUTS:
+        raise ConfigError(f"output must be one of {OUTPUTS}, got {config.output!r} in the tiny config.")
     dit.output = config.output
     return vae, dit
 

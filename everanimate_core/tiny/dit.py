@@ -17,6 +17,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+ATTENTION: tuple[str, ...] = ("full", "factorized")
+OUTPUTS: tuple[str, ...] = ("velocity", "x0", "x0_skip")
+
+
+def skip_scalings(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(c_skip, c_out)`` of the ``x0_skip`` head: ``x0 = c_skip * x_t + c_out * F`` (the EDM
+    preconditioning for ``x_t = (1 - s) x0 + s eps`` with unit-variance data). At s = 1 the head
+    predicts x0 outright; as s -> 0 it passes x_t through and only adds a small correction, so the
+    network never has to reproduce the noise (a velocity head must at s = 1) nor the input (an x0
+    head must at s = 0). Its training target ``(x0 - c_skip x_t) / c_out`` has unit variance."""
+    r = torch.sqrt((1 - sigma) ** 2 + sigma**2)
+    return (1 - sigma) / r**2, sigma / r
+
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256) -> torch.Tensor:
     """Sinusoidal embedding of timesteps t (Wan uses t = 1000*sigma)."""
@@ -48,10 +61,37 @@ def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torc
     return out.flatten(-2)
 
 
-class Block(nn.Module):
-    """Pre-norm transformer block with adaLN-Zero timestep modulation."""
+def _attend(h: torch.Tensor, qkv: nn.Linear, o: nn.Linear, heads: int, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Multi-head self-attention with RoPE over the token axis of h [B, N, D]."""
+    b, n, d = h.shape
+    q, k, v = qkv(h).view(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
+    q, k = apply_rope(q, rope), apply_rope(k, rope)
+    return o(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d))
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: int = 4):
+
+class TemporalAttention(nn.Module):
+    """Attention along time at each token position (factorized blocks): every slot of a position
+    reads the same position of every other slot, so the anchors and the motion slot are one step
+    away from each generated token."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.o = nn.Linear(dim, dim)
+        self.modulation = nn.Linear(dim, 3 * dim)
+        nn.init.zeros_(self.modulation.weight)
+        nn.init.zeros_(self.modulation.bias)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with adaLN-Zero timestep modulation.
+
+    ``temporal=False`` (v1): one full attention over all (time, height, width) tokens, as Wan.
+    ``temporal=True``: attention within each latent slot (height, width), then a
+    :class:`TemporalAttention` along time at each position, then the FFN."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int = 4, temporal: bool = False):
         super().__init__()
         self.heads = heads
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
@@ -62,15 +102,25 @@ class Block(nn.Module):
         self.modulation = nn.Linear(dim, 6 * dim)
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
+        self.temporal = TemporalAttention(dim) if temporal else None
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, temb: torch.Tensor, rope, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """x [B, N, D]. Full blocks: rope is the (cos, sin) of all N tokens. Factorized blocks: rope
+        is ((cos, sin) within a slot, (cos, sin) along time) and grid = (T, tokens per slot)."""
         b, n, d = x.shape
         sh1, sc1, g1, sh2, sc2, g2 = self.modulation(temb).unsqueeze(1).chunk(6, dim=-1)
         h = self.norm1(x) * (1 + sc1) + sh1
-        q, k, v = self.qkv(h).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        q, k = apply_rope(q, rope), apply_rope(k, rope)
-        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
-        x = x + g1 * self.o(a)
+        if self.temporal is None:
+            x = x + g1 * _attend(h, self.qkv, self.o, self.heads, rope)
+        else:
+            t, s = grid
+            a = _attend(h.reshape(b * t, s, d), self.qkv, self.o, self.heads, rope[0]).reshape(b, n, d)
+            x = x + g1 * a
+            tm = self.temporal
+            sh, sc, g = tm.modulation(temb).unsqueeze(1).chunk(3, dim=-1)
+            h = (tm.norm(x) * (1 + sc) + sh).view(b, t, s, d).transpose(1, 2).reshape(b * s, t, d)
+            a = _attend(h, tm.qkv, tm.o, self.heads, rope[1]).view(b, s, t, d).transpose(1, 2).reshape(b, n, d)
+            x = x + g * a
         h = self.norm2(x) * (1 + sc2) + sh2
         return x + g2 * self.ffn(h)
 
@@ -88,8 +138,12 @@ class TinyAnimateDiT(nn.Module):
         depth: int = 6,
         heads: int = 4,
         patch: int = 2,
+        attention: str = "full",
     ):
         super().__init__()
+        if attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}.")
+        self.attention = attention
         self.latent_channels = latent_channels
         self.mask_channels = mask_channels
         self.patch = patch
@@ -99,7 +153,7 @@ class TinyAnimateDiT(nn.Module):
         self.patch_embed = nn.Conv3d(in_dim, dim, (1, patch, patch), stride=(1, patch, patch))
         self.pose_embed = nn.Conv3d(latent_channels, dim, (1, patch, patch), stride=(1, patch, patch))
         self.time_mlp = nn.Sequential(nn.Linear(256, dim), nn.SiLU(), nn.Linear(dim, dim))
-        self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(dim, heads, temporal=attention == "factorized") for _ in range(depth))
         self.norm_out = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mod_out = nn.Linear(dim, 2 * dim)
         self.head = nn.Linear(dim, latent_channels * patch * patch)
@@ -130,10 +184,18 @@ class TinyAnimateDiT(nn.Module):
         hp, wp = h // p, w // p
         tok = tok.flatten(2).transpose(1, 2)  # [B, T*hp*wp, D]
         temb = self.time_mlp(timestep_embedding(timestep.to(x.device)).to(x.dtype))
-        angles = rope_angles(t, hp, wp, self.rope_dims, device=x.device)
-        rope = (angles.cos(), angles.sin())  # once per call, shared by every block
+        if self.attention == "full":
+            angles = rope_angles(t, hp, wp, self.rope_dims, device=x.device)
+            rope = (angles.cos(), angles.sin())  # once per call, shared by every block
+            grid = None
+        else:  # within a slot over (height, width); along time over t
+            hd = self.dim // self.heads
+            hs = (hd // 2) // 2 * 2
+            sa = rope_angles(1, hp, wp, (hd - 2 * hs, hs, hs), device=x.device)
+            ta = rope_angles(t, 1, 1, (hd, 0, 0), device=x.device)
+            rope, grid = ((sa.cos(), sa.sin()), (ta.cos(), ta.sin())), (t, hp * wp)
         for blk in self.blocks:
-            tok = blk(tok, temb, rope)
+            tok = blk(tok, temb, rope, grid)
         sh, sc = self.mod_out(temb).unsqueeze(1).chunk(2, dim=-1)
         out = self.head(self.norm_out(tok) * (1 + sc) + sh)  # [B, N, C*p*p]
         out = out.view(b, t, hp, wp, c, p, p).permute(0, 4, 1, 2, 5, 3, 6)
