@@ -311,6 +311,34 @@ def test_tiny_training_data_follows_the_release_windows(tmp_path):
     assert torch.equal(b.cond.y[:, 4:, : mc.anchors], b.x0[:, :, : mc.anchors])
 
 
+def test_tiny_training_data_takes_world_clips_and_never_puts_a_moved_view_in_the_first_chunk_layout():
+    """World clips start past the reference's view, so each of their windows is a memory window:
+    the motion slot holds the previous chunk's last latent. Plain banks keep their old fingerprint."""
+    from dataclasses import replace as dc_replace
+
+    from everanimate_core.tiny.backend import load_tiny
+    from everanimate_core.tiny.rfm_data import DataConfig, TinyRFMData
+
+    be = load_tiny()
+    mc = dc_replace(be.config, frames=9)  # short windows: a small bank
+    plain = DataConfig(sequences=1, batch=64, degrade_draws=1, affine_draws=1, first_chunk_p=0.5)
+    assert "world_sequences" not in plain.as_dict()
+    cfg = dc_replace(plain, world_sequences=2)
+    assert cfg.as_dict()["world_sequences"] == 2
+    with pytest.raises(ConfigError, match="world_sequences"):
+        DataConfig(world_sequences=-1)
+    data = TinyRFMData(be.vae, mc, cfg)
+    assert data.data["a"].shape[0] == 3 and data.fresh.tolist() == [True, False, False]
+    k = mc.anchors
+    b = data.next_batch(torch.Generator().manual_seed(0))
+    motion = b.cond.y[:, 4:, k]  # the motion slot's condition
+    firsts = motion.flatten(1).abs().amax(1) == 0
+    world = torch.stack([data.data["b"][1], data.data["b"][2]])
+    is_world = [any(torch.equal(x, w) for w in world) for x in b.x0[:, :, k:]]
+    assert any(is_world) and firsts.any()
+    assert not any(f and w for f, w in zip(firsts.tolist(), is_world))
+
+
 def test_train_cli_writes_a_released_lora_and_refuses_other_settings_in_the_same_folder(tmp_path, capsys):
     from everanimate_core.__main__ import main
 

@@ -10,7 +10,8 @@ generator, the release's way:
   p 0.5: the bank holds ``affine_draws`` transformed copies per sequence and a batch picks one;
 - the degraded target (stage 2): ``degrade_draws`` parameter sets per sequence, each applied to every
   frame of A and of B, in pixel space through the TinyVAE (or on the latents with
-  ``space="latent"``); the anchor slots of the degraded sample stay clean.
+  ``space="latent"``); the anchor slots of the degraded sample stay clean;
+- with ``world_sequences``, clips of the stateful world follow the plain ones (``DataConfig``).
 """
 
 from __future__ import annotations
@@ -41,15 +42,27 @@ class DataConfig:
     first_chunk_p: float = 0.2
     anchor_from_prev_p: float = 0.95
     split: str = "train"
+    # Clips of the stateful world (tiny/world.py) after the plain ones, as in the v2 base's training:
+    # each starts at a seeded random frame below world_span_s seconds, so the camera, the panel
+    # colour and the ball are known only from the motion latent. A world clip enters the first-chunk
+    # layout only when it starts at frame 0, the reference's view; otherwise that draw becomes a
+    # memory window.
+    world_sequences: int = 0
+    world_span_s: float = 80.0
 
     def __post_init__(self) -> None:
         if self.space not in DEGRADE_SPACES:
             raise ConfigError(f"degradation space must be one of {DEGRADE_SPACES}, got {self.space!r}.")
         if self.sequences < 1 or self.batch < 1:
             raise ConfigError("sequences and batch must be >= 1.")
+        if self.world_sequences < 0 or self.world_span_s <= 0:
+            raise ConfigError("world_sequences must be >= 0 and world_span_s > 0.")
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.world_sequences:  # plain banks keep the fingerprint of earlier run folders
+            d.pop("world_sequences"), d.pop("world_span_s")
+        return d
 
 
 def _video(x01: torch.Tensor) -> torch.Tensor:
@@ -81,9 +94,10 @@ class TinyRFMData:
         gen = torch.Generator().manual_seed(cfg.seed + 7919)
         keys = ("a", "b", "pose_a", "pose_b", "singles", "ref", "a_aug", "b_aug", "singles_aff", "ref_aff")
         acc: dict[str, list] = {k: [] for k in keys}
+        fresh: list[bool] = []
         with torch.no_grad():
-            for i in range(cfg.sequences):
-                seq, frames, pose = training_clip(i, cfg.split, length, mc.height, mc.width, mc.fps)
+            for seq, frames, pose, start in self._clips(length):
+                fresh.append(start == 0)
                 fa, fb = unit_frames(frames[:f]), unit_frames(frames[stride : stride + f])
                 ref = unit_frames(seq.reference()[None])
                 acc["a"].append(vae.encode(_video(fa))[0])
@@ -111,6 +125,23 @@ class TinyRFMData:
                 acc["singles_aff"].append(torch.stack(s_aff))
                 acc["ref_aff"].append(torch.stack(r_aff))
         self.data = {k: torch.stack(v) for k, v in acc.items()}
+        self.fresh = torch.as_tensor(fresh)
+
+    def _clips(self, length: int):
+        """(sequence, frames, pose, first frame) of the plain clips, then of the world clips."""
+        mc, cfg = self.mc, self.cfg
+        for i in range(cfg.sequences):
+            seq, frames, pose = training_clip(i, cfg.split, length, mc.height, mc.width, mc.fps)
+            yield seq, frames, pose, 0
+        if cfg.world_sequences:
+            from .world import make_world_sequence
+
+            starts = torch.Generator().manual_seed(cfg.seed + 0x3011D)
+            span = max(1, int(cfg.world_span_s * mc.fps))
+            for i in range(cfg.world_sequences):
+                seq = make_world_sequence(i, cfg.split, mc.height, mc.width, mc.fps)
+                start = int(torch.randint(span, (1,), generator=starts))
+                yield seq, seq.frames(start, start + length), seq.pose(start, start + length), start
 
     @staticmethod
     def _singles(vae, frames01: torch.Tensor) -> torch.Tensor:
@@ -128,7 +159,7 @@ class TinyRFMData:
             m = int(torch.randint(cfg.affine_draws, (1,), generator=gen))
             idx = torch.randperm(f - 1, generator=gen)[: k - 1] + 1
             ref = d["ref"][i]
-            if r_first < cfg.first_chunk_p:
+            if r_first < cfg.first_chunk_p and bool(self.fresh[i]):
                 anchors, motion = ref.repeat(1, k, 1, 1), None
                 x0, x0d, pose = d["a"][i], d["a_aug"][i, j], d["pose_a"][i]
             else:

@@ -91,6 +91,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--sequences", type=int, default=192)
+    p.add_argument("--world-sequences", type=int, default=0,
+                   help="clips of the stateful world beside the plain ones (as the v2 base was trained)")
     p.add_argument("--rank", type=int, default=32)
     p.add_argument("--targets", default=",".join(TINY_TARGETS))
     p.add_argument("--seed", type=int, default=0)
@@ -106,7 +108,8 @@ def main(argv: list[str] | None = None) -> dict:
     objective = RFMObjective(stage=a.stage, schedule=AlphaSchedule(a.schedule, a.alpha_weight),
                              weighting=not a.no_weighting, slots=a.slots)
     loop = LoopConfig(steps=a.steps, lr=a.lr, seed=a.seed, checkpoint_every=a.checkpoint_every)
-    data_cfg = DataConfig(sequences=a.sequences, batch=a.batch, seed=a.seed, space=a.degrade_space)
+    data_cfg = DataConfig(sequences=a.sequences, batch=a.batch, seed=a.seed, space=a.degrade_space,
+                          world_sequences=a.world_sequences)
     spec = LoraSpec(rank=a.rank, targets=tuple(t for t in a.targets.split(",") if t))
     s = train_tiny_lora(a.out, objective, loop, data_cfg, spec, a.weights, not a.no_progress, a.stop_after)
     print(json.dumps(s, indent=1))
