@@ -34,7 +34,7 @@ from ..flow import add_noise, clean_velocity, training_sigmas
 from ..layout import build_condition, model_input_condition
 from ..training.trainer import warmup_cosine_lr
 from .backend import CONFIG_FILE, DIT_FILE, VAE_FILE, TinyModelConfig, build_models
-from .dit import skip_scalings
+from .dit import ATTENTION, OUTPUTS, skip_scalings
 from .synthdance import training_clip
 from .vae import frames_to_tensor
 
@@ -325,8 +325,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="a few steps of each stage (smoke test)")
     p.add_argument("--v2", action="store_true", help="EverAnimate-Tiny v2: the stateful world, VAE factor 4")
     p.add_argument("--vae-from", default=None, help="reuse the VAE of an earlier run of the same command (skips its stage)")
+    p.add_argument("--head", choices=OUTPUTS, default=None, help="what the DiT predicts (default: the model's own)")
+    p.add_argument("--attention", choices=ATTENTION, default=None, help="the DiT's attention (default: the model's own)")
+    p.add_argument("--lr", type=float, default=None, help="the DiT's peak learning rate (default: the training's own)")
     a = p.parse_args(argv)
     cfg, mc = (v2_config(a.seed), v2_model()) if a.v2 else (TrainConfig(seed=a.seed), TinyModelConfig())
+    if a.head:
+        mc = replace(mc, output=a.head)
+    if a.attention:
+        mc = replace(mc, attention=a.attention)
+    if a.lr is not None:
+        if a.lr <= 0:
+            p.error(f"--lr must be positive; got {a.lr}")
+        cfg = replace(cfg, lr=a.lr)
     if a.quick:
         small = dict(sequences=8, vae_steps=5, base_steps=5, memory_steps=5, batch=4)
         cfg = replace(cfg, **small, world_sequences=8 if a.v2 else 0)
