@@ -5,7 +5,9 @@ Read top to bottom:
   (Wan-Animate's in_dim = 16 + 4 + 16 = 36), patchified 1x2x2 into tokens;
 - pose latents [B, C, G, h, w] are patch-embedded and ADDED to the tokens of slots K.. only: the K
   anchor slots come first in time and get no pose term (the EverAnimate K-anchor layout);
-- 3D rotary positional encoding over (time, height, width) so any K + G works;
+- 3D rotary positional encoding over (time, height, width) so any K + G works; with
+  ``attention="factorized"`` each block attends within each slot (2D rotary), then along time at
+  each position (1D rotary), then runs its FFN;
 - timestep modulation (adaLN-Zero) in every block; the model predicts the flow velocity.
 """
 
