@@ -15,7 +15,7 @@ from ..pipeline import ChunkRequest
 from ..plan import ChunkSettings
 from ..sampler import ChunkCondition, sample_chunk
 from ..layout import model_input_condition
-from .dit import ATTENTION, OUTPUTS, TinyAnimateDiT, skip_scalings
+from .dit import OUTPUTS, TinyAnimateDiT, skip_scalings
 from .vae import TinyVAE, frames_to_tensor, tensor_to_frames
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # EverAnimate-Tiny v1, the embedded default
@@ -151,8 +151,6 @@ class TinyBackend:
 def build_models(config: TinyModelConfig) -> tuple[TinyVAE, TinyAnimateDiT]:
     """Untrained TinyVAE and TinyAnimateDiT of the given configuration."""
     vae = TinyVAE(config.latent_channels, config.vae_width, config.vae_feat, config.vae_factor, config.vae_blocks)
-    if config.attention not in ATTENTION:
-        raise ConfigError(f"attention must be one of {ATTENTION}, got {config.attention!r} in the tiny config.")
     dit = TinyAnimateDiT(config.latent_channels, 4, config.dim, config.depth, config.heads, config.patch, config.attention)
     if config.output not in OUTPUTS:
         raise ConfigError(f"output must be one of {OUTPUTS}, got {config.output!r} in the tiny config.")

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
+
 ATTENTION: tuple[str, ...] = ("full", "factorized")
 OUTPUTS: tuple[str, ...] = ("velocity", "x0", "x0_skip")
 
@@ -144,7 +146,7 @@ class TinyAnimateDiT(nn.Module):
     ):
         super().__init__()
         if attention not in ATTENTION:
-            raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}.")
+            raise ConfigError(f"attention must be one of {ATTENTION}, got {attention!r} (the tiny config's attention).")
         self.attention = attention
         self.latent_channels = latent_channels
         self.mask_channels = mask_channels
