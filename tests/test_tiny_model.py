@@ -141,6 +141,43 @@ def test_a_skip_head_is_sampled_through_its_velocity():
     assert torch.allclose(out, x0, atol=1e-4)
 
 
+def test_the_motion_head_predicts_over_the_carried_latent_and_is_plain_velocity_without_one():
+    """velocity_motion: the DiT's velocity is F - prior, the prior being the motion latent (condition
+    slot K) on slots K+1.. when one is carried, zeros otherwise (chunk 0, or zeros in its place).
+    A network returning the exact F samples x0; the prior is what makes the motion latent matter."""
+    from everanimate_core.flow import add_noise
+    from everanimate_core.layout import build_condition, model_input_condition
+    from everanimate_core.sampler import ChunkCondition, sample_chunk
+    from everanimate_core.tiny.backend import TinyDenoiser, TinyModelConfig, build_models
+    from everanimate_core.tiny.dit import motion_prior
+
+    g = torch.Generator().manual_seed(0)
+    k, n = 2, 4
+    anchors, motion = torch.randn(16, k, 4, 4, generator=g), torch.randn(16, 1, 4, 4, generator=g)
+    y = model_input_condition(*build_condition(anchors, motion, n)[:2])[None]
+    prior = motion_prior(y, k, 4)
+    assert prior.shape == (1, 16, k + n, 4, 4)
+    assert torch.equal(prior[:, :, : k + 1], torch.zeros(1, 16, k + 1, 4, 4))  # anchors and slot K
+    assert torch.equal(prior[0, :, k + 1 :], motion.expand(-1, n - 1, -1, -1))
+    y0 = model_input_condition(*build_condition(anchors, torch.zeros_like(motion), n)[:2])[None]
+    assert torch.equal(motion_prior(y0, k, 4), torch.zeros_like(prior))  # zeros carried: no prior
+    both = motion_prior(torch.cat([y, y0]), k, 4)  # decided per sample
+    assert torch.equal(both[0], prior[0]) and not both[1].any()
+
+    mc = TinyModelConfig(dim=32, depth=1, heads=2, vae_width=8, vae_feat=16, output="velocity_motion")
+    _, dit = build_models(mc)
+    x0, eps = torch.randn(1, 16, k + n, 4, 4, generator=g), torch.randn(1, 16, k + n, 4, 4, generator=g)
+    dit.forward = lambda x, t, y_, pose, kk: eps - x0 + prior  # the exact F for this sample
+    den = TinyDenoiser(dit)
+    cond = ChunkCondition(y=y, pose=None, anchors=k, extras={})
+    x = add_noise(x0, eps, 0.6)
+    assert torch.allclose(den(x, 0.6, cond), eps - x0, atol=1e-5)
+    assert torch.allclose(sample_chunk(den, x, cond, torch.tensor([0.6, 0.0])), x0, atol=1e-5)
+    # the same network output read with zeros in place of the motion latent is off by the prior
+    cond0 = ChunkCondition(y=y0, pose=None, anchors=k, extras={})
+    assert torch.allclose(den(x, 0.6, cond0) - den(x, 0.6, cond), prior, atol=1e-5)
+
+
 def test_factorized_attention_keeps_the_interface_and_reads_across_time():
     """The factorized DiT takes the same inputs (any K + G, pose on slots K..) and a generated slot
     depends on the anchor slot's condition at its own position."""

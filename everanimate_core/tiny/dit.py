@@ -22,7 +22,7 @@ from torch import nn
 from ..errors import ConfigError
 
 ATTENTION: tuple[str, ...] = ("full", "factorized")
-OUTPUTS: tuple[str, ...] = ("velocity", "x0", "x0_skip")
+OUTPUTS: tuple[str, ...] = ("velocity", "x0", "x0_skip", "velocity_motion")
 
 
 def skip_scalings(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,6 +33,24 @@ def skip_scalings(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     head must at s = 0). Its training target ``(x0 - c_skip x_t) / c_out`` has unit variance."""
     r = torch.sqrt((1 - sigma) ** 2 + sigma**2)
     return (1 - sigma) / r**2, sigma / r
+
+
+def motion_prior(y: torch.Tensor, num_anchors: int, mask_channels: int) -> torch.Tensor:
+    """The ``velocity_motion`` head's prior for x0, shaped like ``x``: the carried motion latent on
+    the generated slots after the first, zeros elsewhere.
+
+    The head predicts ``F = v + prior``, so the DiT's velocity is ``F - prior``: it models what
+    differs from the carried latent (``eps - (x0 - prior)``), not the whole scene again. Only slots
+    K+1.. get the prior: the motion latent is a 4-frame code of the previous chunk's last frames, as
+    they are, while slot K holds a single-frame code (the causal VAE), and the anchors are not
+    predicted. Chunk 0 carries no motion latent (its condition slot K is zeros), so the prior is zero
+    and the head is a plain velocity head there; zeros in place of a carried latent read the same."""
+    cond = y[:, mask_channels:]
+    motion = cond[:, :, num_anchors : num_anchors + 1]
+    present = motion.flatten(1).abs().amax(dim=1) > 0
+    prior = torch.zeros_like(cond)
+    prior[:, :, num_anchors + 1 :] = motion * present.view(-1, 1, 1, 1, 1).to(cond.dtype)
+    return prior
 
 
 def timestep_embedding(t: torch.Tensor, dim: int = 256) -> torch.Tensor:
