@@ -178,6 +178,33 @@ def test_the_motion_head_predicts_over_the_carried_latent_and_is_plain_velocity_
     assert torch.allclose(den(x, 0.6, cond0) - den(x, 0.6, cond), prior, atol=1e-5)
 
 
+def test_a_still_group_vae_gives_a_still_scene_the_code_of_one_frame():
+    """vae_group="still": four equal frames encode to exactly the single-frame latent of that frame
+    (so the reference's code is the code of a still background); frames that move do not, and the
+    free group (v1) gives no such guarantee. An unknown setting is refused by name."""
+    from everanimate_core.errors import ConfigError
+    from everanimate_core.tiny.backend import TinyModelConfig, build_models
+
+    torch.manual_seed(0)
+    frame = torch.rand(2, 3, 1, 16, 16) * 2 - 1
+    still = frame.repeat(1, 1, 9, 1, 1)
+    moving = torch.rand(2, 3, 9, 16, 16) * 2 - 1
+    moving[:, :, :1] = frame
+    codes = {}
+    for group in ("still", "free"):
+        vae, _ = build_models(TinyModelConfig(vae_width=16, vae_feat=8, vae_factor=4, vae_blocks=1, vae_group=group))
+        with torch.no_grad():
+            z = vae.encode(still)
+            codes[group] = float((z[:, :, 1:] - z[:, :, :1]).abs().max())
+            if group == "still":
+                zm = vae.encode(moving)
+                assert float((zm[:, :, 1:] - zm[:, :, :1]).abs().max()) > 1e-3
+                assert torch.allclose(zm[:, :, :1], z[:, :, :1])  # the single-frame code is the same head
+    assert codes["still"] < 1e-5 and codes["free"] > 1e-3, codes
+    with pytest.raises(ConfigError, match="vae_group must be one of"):
+        build_models(TinyModelConfig(vae_width=16, vae_feat=8, vae_group="mean"))
+
+
 def test_factorized_attention_keeps_the_interface_and_reads_across_time():
     """The factorized DiT takes the same inputs (any K + G, pose on slots K..) and a generated slot
     depends on the anchor slot's condition at its own position."""

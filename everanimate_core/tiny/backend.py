@@ -36,6 +36,7 @@ class TinyModelConfig:
     vae_feat: int = 64
     vae_factor: int = 8
     vae_blocks: int = 0
+    vae_group: str = "free"  # how the VAE forms a 4-frame latent: "free" (v1) or "still" (tiny/vae.py)
     patch: int = 2
     output: str = "velocity"  # the DiT's head: velocity (v1), x0, x0_skip (dit.skip_scalings), velocity_motion (dit.motion_prior)
     dim: int = 128
@@ -153,7 +154,7 @@ class TinyBackend:
 
 def build_models(config: TinyModelConfig) -> tuple[TinyVAE, TinyAnimateDiT]:
     """Untrained TinyVAE and TinyAnimateDiT of the given configuration."""
-    vae = TinyVAE(config.latent_channels, config.vae_width, config.vae_feat, config.vae_factor, config.vae_blocks)
+    vae = TinyVAE(config.latent_channels, config.vae_width, config.vae_feat, config.vae_factor, config.vae_blocks, config.vae_group)
     dit = TinyAnimateDiT(config.latent_channels, 4, config.dim, config.depth, config.heads, config.patch, config.attention)
     if config.output not in OUTPUTS:
         raise ConfigError(f"output must be one of {OUTPUTS}, got {config.output!r} in the tiny config.")

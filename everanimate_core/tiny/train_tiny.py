@@ -36,7 +36,7 @@ from ..training.trainer import warmup_cosine_lr
 from .backend import CONFIG_FILE, DIT_FILE, VAE_FILE, TinyModelConfig, build_models
 from .dit import ATTENTION, OUTPUTS, motion_prior, skip_scalings
 from .synthdance import training_clip
-from .vae import frames_to_tensor
+from .vae import GROUPS, frames_to_tensor
 
 try:
     from tqdm import tqdm
@@ -330,12 +330,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--head", choices=OUTPUTS, default=None, help="what the DiT predicts (default: the model's own)")
     p.add_argument("--attention", choices=ATTENTION, default=None, help="the DiT's attention (default: the model's own)")
     p.add_argument("--lr", type=float, default=None, help="the DiT's peak learning rate (default: the training's own)")
+    p.add_argument("--vae-group", choices=GROUPS, default=None, help="how the VAE forms a 4-frame latent (default: the model's own)")
     a = p.parse_args(argv)
     cfg, mc = (v2_config(a.seed), v2_model()) if a.v2 else (TrainConfig(seed=a.seed), TinyModelConfig())
     if a.head:
         mc = replace(mc, output=a.head)
     if a.attention:
         mc = replace(mc, attention=a.attention)
+    if a.vae_group:
+        mc = replace(mc, vae_group=a.vae_group)
     if a.lr is not None:
         if a.lr <= 0:
             p.error(f"--lr must be positive; got {a.lr}")

@@ -19,6 +19,7 @@ from ..errors import ConfigError
 
 SPATIAL_FACTOR = 8
 TEMPORAL_FACTOR = 4
+GROUPS: tuple[str, ...] = ("free", "still")
 
 
 class _Residual(nn.Module):
@@ -73,16 +74,30 @@ class TinyVAE(nn.Module):
     """Causal video autoencoder: pixels in [-1, 1] [B, 3, F, H, W] <-> latents [B, C, G, h, w]."""
 
     def __init__(
-        self, latent_channels: int = 16, width: int = 256, feat: int = 64, factor: int = SPATIAL_FACTOR, blocks: int = 0
+        self,
+        latent_channels: int = 16,
+        width: int = 256,
+        feat: int = 64,
+        factor: int = SPATIAL_FACTOR,
+        blocks: int = 0,
+        group: str = "free",
     ):
+        """``group``: how a 4-frame latent is formed. ``"free"`` (v1): its own convolution of the four
+        frames' features. ``"still"``: the single-frame head applied to the group's mean feature, plus
+        a bias-free convolution of each frame's deviation from that mean, so a group of four equal
+        frames encodes to exactly the latent of one of them (anchors and reference share the code of
+        a still scene)."""
         super().__init__()
+        if group not in GROUPS:
+            raise ConfigError(f"vae_group must be one of {GROUPS}, got {group!r} (the tiny config's vae_group).")
+        self.group = group
         self.latent_channels = latent_channels
         self.feat = feat
         self.factor = factor
         self.frame_encoder = _FrameEncoder(width, feat, factor, blocks)
         self.frame_decoder = _FrameDecoder(width, feat, factor, blocks)
         self.first_to_latent = nn.Conv2d(feat, latent_channels, 3, padding=1)
-        self.group_to_latent = nn.Conv2d(feat * TEMPORAL_FACTOR, latent_channels, 3, padding=1)
+        self.group_to_latent = nn.Conv2d(feat * TEMPORAL_FACTOR, latent_channels, 3, padding=1, bias=group == "free")
         self.latent_to_first = nn.Conv2d(latent_channels, feat, 3, padding=1)
         self.latent_to_group = nn.Conv2d(latent_channels, feat * TEMPORAL_FACTOR, 3, padding=1)
         self.register_buffer("latents_mean", torch.zeros(latent_channels))
@@ -103,8 +118,12 @@ class TinyVAE(nn.Module):
         out = [first.unsqueeze(2)]
         if f > 1:
             g = (f - 1) // TEMPORAL_FACTOR
-            rest = feats[:, 1:].reshape(b, g, TEMPORAL_FACTOR * self.feat, h // r, w // r)
-            z = self.group_to_latent(rest.reshape(b * g, -1, h // r, w // r))
+            rest = feats[:, 1:].reshape(b * g, TEMPORAL_FACTOR, self.feat, h // r, w // r)
+            if self.group == "free":
+                z = self.group_to_latent(rest.flatten(1, 2))
+            else:  # still: a group of equal frames is the single-frame code of that frame
+                mean = rest.mean(dim=1)
+                z = self.first_to_latent(mean) + self.group_to_latent((rest - mean.unsqueeze(1)).flatten(1, 2))
             out.append(z.reshape(b, g, -1, h // r, w // r).permute(0, 2, 1, 3, 4))
         return torch.cat(out, dim=2)
 
