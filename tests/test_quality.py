@@ -164,3 +164,7 @@ def test_the_v2_training_command_runs_and_writes_a_loadable_model(tmp_path):
     assert skip.config.output == "x0_skip" and skip.denoiser.dit.output == "x0_skip"
     skip_summary = json.loads((tmp_path / "skip" / "training_summary.json").read_text())
     assert skip_summary["vae_from"] == str(tmp_path) and skip_summary["train_config"]["lr"] == 1e-3
+    # a VAE of other settings is refused before anything is trained, naming the setting
+    with pytest.raises(ConfigError, match="vae_group 'free' there, 'still' here"):
+        train_main(["--v2", "--quick", "--vae-from", str(tmp_path), "--vae-group", "still", "--out", str(tmp_path / "still")])
+    assert not (tmp_path / "still").exists()

@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .. import defaults
+from ..errors import ConfigError
 from ..flow import add_noise, clean_velocity, training_sigmas
 from ..layout import build_condition, model_input_condition
 from ..training.trainer import warmup_cosine_lr
@@ -271,12 +272,29 @@ def train_dit(dit, data, mc: TinyModelConfig, cfg: TrainConfig, gen: torch.Gener
         bar.close()
 
 
+VAE_FIELDS = ("height", "width", "latent_channels", "vae_width", "vae_feat", "vae_factor", "vae_blocks", "vae_group")
+
+
+def _check_vae_from(folder: Path, mc: TinyModelConfig) -> None:
+    """``--vae-from`` must name a run whose VAE has this model's VAE settings."""
+    for name in (CONFIG_FILE, VAE_FILE):
+        if not (folder / name).exists():
+            raise ConfigError(f"--vae-from {folder}: {name} is missing; point it at the folder of an earlier train-tiny run.")
+    theirs = TinyModelConfig.load(folder / CONFIG_FILE)
+    diff = [f"{k} {getattr(theirs, k)!r} there, {getattr(mc, k)!r} here" for k in VAE_FIELDS if getattr(theirs, k) != getattr(mc, k)]
+    if diff:
+        raise ConfigError(f"--vae-from {folder}: its VAE was trained with other settings ({'; '.join(diff)}). "
+                          "Train the VAE again (drop --vae-from) or pick a run with the same VAE settings.")
+
+
 def train_tiny(
     out_dir: str | Path, cfg: TrainConfig | None = None, mc: TinyModelConfig | None = None, vae_from: str | Path | None = None
 ) -> dict:
     """Train all stages and write the weights; returns a summary with wall times."""
     cfg = cfg or TrainConfig()
     mc = mc or TinyModelConfig()
+    if vae_from is not None:  # before anything is rendered or written
+        _check_vae_from(Path(vae_from), mc)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
