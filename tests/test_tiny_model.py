@@ -149,20 +149,28 @@ def test_the_motion_head_predicts_over_the_carried_latent_and_is_plain_velocity_
     from everanimate_core.layout import build_condition, model_input_condition
     from everanimate_core.sampler import ChunkCondition, sample_chunk
     from everanimate_core.tiny.backend import TinyDenoiser, TinyModelConfig, build_models
-    from everanimate_core.tiny.dit import motion_prior
+    from everanimate_core.errors import ConfigError
+    from everanimate_core.tiny.dit import head_prior
 
     g = torch.Generator().manual_seed(0)
     k, n = 2, 4
     anchors, motion = torch.randn(16, k, 4, 4, generator=g), torch.randn(16, 1, 4, 4, generator=g)
     y = model_input_condition(*build_condition(anchors, motion, n)[:2])[None]
-    prior = motion_prior(y, k, 4)
+    prior = head_prior(y, k, 4)
     assert prior.shape == (1, 16, k + n, 4, 4)
     assert torch.equal(prior[:, :, : k + 1], torch.zeros(1, 16, k + 1, 4, 4))  # anchors and slot K
     assert torch.equal(prior[0, :, k + 1 :], motion.expand(-1, n - 1, -1, -1))
     y0 = model_input_condition(*build_condition(anchors, torch.zeros_like(motion), n)[:2])[None]
-    assert torch.equal(motion_prior(y0, k, 4), torch.zeros_like(prior))  # zeros carried: no prior
-    both = motion_prior(torch.cat([y, y0]), k, 4)  # decided per sample
+    assert torch.equal(head_prior(y0, k, 4), torch.zeros_like(prior))  # zeros carried: no prior
+    both = head_prior(torch.cat([y, y0]), k, 4)  # decided per sample
     assert torch.equal(both[0], prior[0]) and not both[1].any()
+    # velocity_prior: the carried latent on every generated slot, else the reference (last anchor)
+    full = head_prior(torch.cat([y, y0]), k, 4, "velocity_prior")
+    assert not full[:, :, :k].any()
+    assert torch.equal(full[0, :, k:], motion.expand(-1, n, -1, -1))
+    assert torch.equal(full[1, :, k:], anchors[:, k - 1 :].expand(-1, n, -1, -1))
+    with pytest.raises(ConfigError, match="not a prior head"):
+        head_prior(y, k, 4, "velocity")
 
     mc = TinyModelConfig(dim=32, depth=1, heads=2, vae_width=8, vae_feat=16, output="velocity_motion")
     _, dit = build_models(mc)

@@ -15,7 +15,7 @@ from ..pipeline import ChunkRequest
 from ..plan import ChunkSettings
 from ..sampler import ChunkCondition, sample_chunk
 from ..layout import model_input_condition
-from .dit import OUTPUTS, TinyAnimateDiT, motion_prior, skip_scalings
+from .dit import OUTPUTS, PRIOR_HEADS, TinyAnimateDiT, head_prior, skip_scalings
 from .vae import TinyVAE, frames_to_tensor, tensor_to_frames
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # EverAnimate-Tiny v1, the embedded default
@@ -38,7 +38,7 @@ class TinyModelConfig:
     vae_blocks: int = 0
     vae_group: str = "free"  # how the VAE forms a 4-frame latent: "free" (v1) or "still" (tiny/vae.py)
     patch: int = 2
-    output: str = "velocity"  # the DiT's head: velocity (v1), x0, x0_skip (dit.skip_scalings), velocity_motion (dit.motion_prior)
+    output: str = "velocity"  # the DiT's head: velocity (v1), x0, x0_skip (dit.skip_scalings), velocity_motion or velocity_prior (dit.head_prior)
     dim: int = 128
     depth: int = 6
     heads: int = 4
@@ -67,8 +67,8 @@ X0_SIGMA_FLOOR = 1e-3  # an x0 head's velocity (x - x0) / sigma divides by at le
 class TinyDenoiser:
     """Adapts TinyAnimateDiT to the sampler's denoiser protocol. It always returns a velocity: a DiT
     whose head predicts x0 (``dit.output == "x0"``, or ``"x0_skip"`` through ``dit.skip_scalings``)
-    is converted with ``(x - x0) / sigma``, and a ``"velocity_motion"`` head has its prior
-    (``dit.motion_prior``) taken off, so the sampler, the restoration terms and the LoRA objectives
+    is converted with ``(x - x0) / sigma``, and a prior head (``"velocity_motion"``, ``"velocity_prior"``) has its prior
+    (``dit.head_prior``) taken off, so the sampler, the restoration terms and the LoRA objectives
     see the same velocity either way."""
 
     prediction = "velocity"
@@ -88,8 +88,8 @@ class TinyDenoiser:
         kind = getattr(self.dit, "output", "velocity")
         if kind == "velocity":
             return out
-        if kind == "velocity_motion":
-            return out - motion_prior(cond.y, cond.anchors, self.dit.mask_channels)
+        if kind in PRIOR_HEADS:
+            return out - head_prior(cond.y, cond.anchors, self.dit.mask_channels, kind)
         s = (t / 1000.0).clamp_min(X0_SIGMA_FLOOR).view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
         if kind == "x0_skip":
             c_skip, c_out = skip_scalings(s)

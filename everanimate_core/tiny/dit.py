@@ -22,7 +22,7 @@ from torch import nn
 from ..errors import ConfigError
 
 ATTENTION: tuple[str, ...] = ("full", "factorized")
-OUTPUTS: tuple[str, ...] = ("velocity", "x0", "x0_skip", "velocity_motion")
+OUTPUTS: tuple[str, ...] = ("velocity", "x0", "x0_skip", "velocity_motion", "velocity_prior")
 
 
 def skip_scalings(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,21 +35,35 @@ def skip_scalings(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (1 - sigma) / r**2, sigma / r
 
 
-def motion_prior(y: torch.Tensor, num_anchors: int, mask_channels: int) -> torch.Tensor:
-    """The ``velocity_motion`` head's prior for x0, shaped like ``x``: the carried motion latent on
-    the generated slots after the first, zeros elsewhere.
+PRIOR_HEADS: tuple[str, ...] = ("velocity_motion", "velocity_prior")
 
-    The head predicts ``F = v + prior``, so the DiT's velocity is ``F - prior``: it models what
-    differs from the carried latent (``eps - (x0 - prior)``), not the whole scene again. Only slots
-    K+1.. get the prior: the motion latent is a 4-frame code of the previous chunk's last frames, as
-    they are, while slot K holds a single-frame code (the causal VAE), and the anchors are not
-    predicted. Chunk 0 carries no motion latent (its condition slot K is zeros), so the prior is zero
-    and the head is a plain velocity head there; zeros in place of a carried latent read the same."""
+
+def head_prior(y: torch.Tensor, num_anchors: int, mask_channels: int, output: str = "velocity_motion") -> torch.Tensor:
+    """The prior for x0 of a prior head, shaped like ``x``. The head predicts ``F = v + prior``, so
+    the DiT's velocity is ``F - prior``: the network models what differs from the prior
+    (``eps - (x0 - prior)``), not the whole scene again. Anchor slots get no prior (not predicted).
+
+    - ``velocity_motion``: the carried motion latent (condition slot K) on generated slots K+1..,
+      zeros on slot K. The motion latent is a 4-frame code of the previous chunk's last frames, slot
+      K a single-frame code of the causal VAE's free group. Chunk 0 carries no motion latent (its
+      slot K is zeros), so the prior is zero there and the head is a plain velocity head.
+    - ``velocity_prior``: on every generated slot, the carried motion latent, or the reference (the
+      last anchor) where none is carried. Meant for a VAE whose codes agree on a still scene
+      (``vae_group="still"``), where the reference is the code of the background behind every slot.
+
+    Zeros in place of a carried latent read as no latent carried, so the zero-motion probe measures
+    what the carried latent gives."""
+    if output not in PRIOR_HEADS:
+        raise ConfigError(f"{output!r} is not a prior head; these are {PRIOR_HEADS}.")
+    k = num_anchors
     cond = y[:, mask_channels:]
-    motion = cond[:, :, num_anchors : num_anchors + 1]
-    present = motion.flatten(1).abs().amax(dim=1) > 0
+    motion = cond[:, :, k : k + 1]
+    present = (motion.flatten(1).abs().amax(dim=1) > 0).view(-1, 1, 1, 1, 1)
     prior = torch.zeros_like(cond)
-    prior[:, :, num_anchors + 1 :] = motion * present.view(-1, 1, 1, 1, 1).to(cond.dtype)
+    if output == "velocity_motion":
+        prior[:, :, k + 1 :] = motion * present.to(cond.dtype)
+    else:
+        prior[:, :, k:] = torch.where(present, motion, cond[:, :, k - 1 : k])
     return prior
 
 

@@ -35,7 +35,7 @@ from ..flow import add_noise, clean_velocity, training_sigmas
 from ..layout import build_condition, model_input_condition
 from ..training.trainer import warmup_cosine_lr
 from .backend import CONFIG_FILE, DIT_FILE, VAE_FILE, TinyModelConfig, build_models
-from .dit import ATTENTION, OUTPUTS, motion_prior, skip_scalings
+from .dit import ATTENTION, OUTPUTS, PRIOR_HEADS, head_prior, skip_scalings
 from .synthdance import training_clip
 from .vae import GROUPS, frames_to_tensor
 
@@ -256,8 +256,8 @@ def train_dit(dit, data, mc: TinyModelConfig, cfg: TrainConfig, gen: torch.Gener
             goal = (x0 - c_skip * xt) / c_out
         else:
             goal = x0 if mc.output == "x0" else target
-            if mc.output == "velocity_motion":
-                goal = target + motion_prior(y, mc.anchors, dit.mask_channels)
+            if mc.output in PRIOR_HEADS:
+                goal = target + head_prior(y, mc.anchors, dit.mask_channels, mc.output)
         loss = ((pred - goal) ** 2)[:, :, mc.anchors :].mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
