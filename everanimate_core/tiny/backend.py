@@ -67,9 +67,9 @@ X0_SIGMA_FLOOR = 1e-3  # an x0 head's velocity (x - x0) / sigma divides by at le
 class TinyDenoiser:
     """Adapts TinyAnimateDiT to the sampler's denoiser protocol. It always returns a velocity: a DiT
     whose head predicts x0 (``dit.output == "x0"``, or ``"x0_skip"`` through ``dit.skip_scalings``)
-    is converted with ``(x - x0) / sigma``, and a prior head (``"velocity_motion"``, ``"velocity_prior"``) has its prior
-    (``dit.head_prior``) taken off, so the sampler, the restoration terms and the LoRA objectives
-    see the same velocity either way."""
+    is converted with ``(x - x0) / sigma``, and a prior head (``"velocity_motion"``,
+    ``"velocity_prior"``) has its prior (``dit.head_prior``) taken off, so the sampler, the
+    restoration terms and the LoRA objectives see the same velocity either way."""
 
     prediction = "velocity"
 
