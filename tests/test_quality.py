@@ -156,6 +156,7 @@ def test_the_v2_training_command_runs_and_writes_a_loadable_model(tmp_path):
     assert be.config.vae_factor == 4 and be.config.vae_blocks == 1
     assert be.config.height // (be.config.vae_factor * be.config.patch) == 8  # 8x8 tokens per frame (v1: 4x4)
     assert be.config.attention == "factorized" and be.denoiser.dit.attention == "factorized"
+    assert be.config.vae_group == "still" and be.vae.group == "still" and be.config.output == "velocity_prior"
     summary = json.loads((tmp_path / "training_summary.json").read_text())
     assert summary["train_config"]["world_sequences"] == 8
     # the attempts' variants: another head on the same VAE
@@ -165,6 +166,6 @@ def test_the_v2_training_command_runs_and_writes_a_loadable_model(tmp_path):
     skip_summary = json.loads((tmp_path / "skip" / "training_summary.json").read_text())
     assert skip_summary["vae_from"] == str(tmp_path) and skip_summary["train_config"]["lr"] == 1e-3
     # a VAE of other settings is refused before anything is trained, naming the setting
-    with pytest.raises(ConfigError, match="vae_group 'free' there, 'still' here"):
-        train_main(["--v2", "--quick", "--vae-from", str(tmp_path), "--vae-group", "still", "--out", str(tmp_path / "still")])
-    assert not (tmp_path / "still").exists()
+    with pytest.raises(ConfigError, match="vae_group 'still' there, 'free' here"):
+        train_main(["--v2", "--quick", "--vae-from", str(tmp_path), "--vae-group", "free", "--out", str(tmp_path / "free")])
+    assert not (tmp_path / "free").exists()

@@ -72,7 +72,7 @@ def v2_config(seed: int = 0) -> TrainConfig:
     """The training of EverAnimate-Tiny v2 (the command in docs/tiny_v2.md)."""
     return TrainConfig(
         seed=seed, sequences=256, world_sequences=256, vae_steps=2500, vae_batch=8, vae_lr=1.5e-3, vae_clip=1.0,
-        base_steps=1200, memory_steps=2400, batch=8, lr=4e-4,
+        base_steps=1200, memory_steps=2400, batch=8, lr=1e-3,
     )  # fmt: skip
 
 
@@ -80,8 +80,13 @@ def v2_model() -> TinyModelConfig:
     """EverAnimate-Tiny v2: 64x64, VAE factor 4 (16x16 latents, one residual block), patch 2, so 8x8
     tokens per frame (v1: 4x4), and factorized attention (within each latent slot, then along time
     at each position), so a generated token reads the anchors and the motion slot at its own place
-    in one step (docs/tiny_v2.md, attempt 3). The head predicts the velocity, as v1's."""
-    return TinyModelConfig(vae_width=128, vae_factor=4, vae_blocks=1, patch=2, attention="factorized")
+    in one step (docs/tiny_v2.md, attempt 3). The VAE's four-frame latents share the single-frame
+    code on a still scene (``vae_group="still"``), and the head predicts the velocity over the
+    carried latent, or over the reference in chunk 0 (``velocity_prior``): the next attempt's design
+    (docs/tiny_v2.md, attempt 5 and the pilots after it)."""
+    return TinyModelConfig(
+        vae_width=128, vae_factor=4, vae_blocks=1, vae_group="still", patch=2, attention="factorized", output="velocity_prior"
+    )
 
 
 def _progress(total: int, desc: str):
