@@ -259,10 +259,12 @@ def train_dit(dit, data, mc: TinyModelConfig, cfg: TrainConfig, gen: torch.Gener
         if mc.output == "x0_skip":
             c_skip, c_out = skip_scalings(s)
             goal = (x0 - c_skip * xt) / c_out
+        elif mc.output == "x0":
+            goal = x0
+        elif mc.output in PRIOR_HEADS:
+            goal = target + head_prior(y, mc.anchors, dit.mask_channels, mc.output)
         else:
-            goal = x0 if mc.output == "x0" else target
-            if mc.output in PRIOR_HEADS:
-                goal = target + head_prior(y, mc.anchors, dit.mask_channels, mc.output)
+            goal = target
         loss = ((pred - goal) ** 2)[:, :, mc.anchors :].mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
