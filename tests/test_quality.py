@@ -9,6 +9,7 @@ strict expected failures until a model that clears them ships: a pass makes them
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,7 +18,10 @@ import torch
 from everanimate_core.apps.quality import chunk0_quality, drawn_figure, mask_iou, motion_probe
 from everanimate_core.errors import ConfigError
 from everanimate_core.tiny.backend import WEIGHTS_DIR, TinyBackend, load_tiny
-from everanimate_core.tiny.train_tiny import TrainConfig, _pick, main as train_main, render_bank, v2_model
+from everanimate_core.tiny.synthdance import make_sequence
+from everanimate_core.tiny.train_tiny import (
+    TrainConfig, _pick, chunk_loss, latent_cells, main as train_main, make_batch, render_bank, v2_config, v2_model,
+)  # fmt: skip
 
 # Floors of issue 9's targets, and the pose floor set between the stand-ins (gain 0) and v1
 # (IoU gain 0.07 on 8 dancers at 20 steps; docs/tiny_v2.md):
@@ -149,6 +153,53 @@ def test_world_clips_only_enter_the_first_chunk_layout_from_the_reference_view()
     assert abs(share - cfg.world_p) < 0.1
 
 
+def test_latent_cells_follow_the_causal_layout():
+    m = np.zeros((9, 16, 16), bool)  # 1 + 4 + 4 frames -> 3 slots
+    m[0, 0, 0] = True  # frame 0 alone -> slot 0
+    m[4, 5, 9] = True  # frames 1-4 -> slot 1, pixel (5, 9) -> cell (1, 2) at factor 4
+    m[8, 15, 15] = True  # frames 5-8 -> slot 2
+    cells = latent_cells(m, 4)
+    assert cells.shape == (3, 4, 4) and cells.sum() == 3
+    assert cells[0, 0, 0] == 1 and cells[1, 1, 2] == 1 and cells[2, 3, 3] == 1
+    with pytest.raises(ValueError, match="1 \\+ 4"):
+        latent_cells(m[:8], 4)
+
+
+def test_figure_weight_weighs_the_dancer_and_keeps_the_loss_scale():
+    mc = v2_model()
+    mc.frames = 9
+    cfg = TrainConfig(sequences=2, world_sequences=2, world_fresh_p=1.0, figure_weight=4.0, batch=3)
+    bank = render_bank(cfg, mc, length=14)
+    assert bank["figure"].shape == bank["frames"].shape[:4] and bank["figure"].any()
+    for i in range(2):  # on the plain clips the mask is where the frames leave the empty scene
+        plate = make_sequence(i, "train", mc.height, mc.width, mc.fps).plate().astype(int)
+        diff = np.abs(bank["frames"][i].astype(int) - plate).max(-1)
+        fig = bank["figure"][i]
+        assert diff[fig].mean() > 40 and diff[~fig].mean() < 5, (diff[fig].mean(), diff[~fig].mean())
+    d = {k: torch.zeros(4, 16, 3, 16, 16) for k in ("a", "b", "pose_a", "pose_b")}
+    d.update(ref=torch.zeros(4, 16, 1, 16, 16), singles_a=torch.zeros(4, 9, 16, 16, 16))
+    d.update(fresh=torch.as_tensor(bank["fresh"]), world=torch.as_tensor(bank["world"]))
+    d["figure_a"] = torch.stack([latent_cells(bank["figure"][i][:9], 4) for i in range(4)])
+    d["figure_b"] = torch.stack([latent_cells(bank["figure"][i][5:14], 4) for i in range(4)])
+    x0, y, pose, w = make_batch(d, mc, cfg, False, torch.Generator().manual_seed(0))
+    assert w.shape == (3, 1, 3, 16, 16) and set(torch.unique(w).tolist()) <= {1.0, 5.0} and (w == 5.0).any()
+    # the same draws without the weight: the batch is the same and the weight is None
+    x0b, _, _, none = make_batch(d, mc, replace(cfg, figure_weight=0.0), False, torch.Generator().manual_seed(0))
+    assert none is None and torch.equal(x0, x0b)
+    # the loss: an error on the dancer costs 5x one on the background; a uniform error keeps its value
+    pred, goal = torch.zeros(1, 1, 5, 2, 2), torch.zeros(1, 1, 5, 2, 2)
+    weight = torch.ones(1, 1, 1, 2, 2)
+    weight[..., 0, 0] = 5.0
+    on, off = pred.clone(), pred.clone()
+    on[:, :, 4, 0, 0], off[:, :, 4, 1, 1] = 1.0, 1.0
+    assert torch.isclose(chunk_loss(on, goal, 4, weight), 5 * chunk_loss(off, goal, 4, weight))
+    assert torch.isclose(chunk_loss(pred + 1, goal, 4, weight), chunk_loss(pred + 1, goal, 4, None))
+    # a bank without masks cannot be trained with the weight
+    with pytest.raises(ConfigError, match="no figure masks"):
+        make_batch({k: v for k, v in d.items() if not k.startswith("figure")}, mc, cfg, False, torch.Generator())
+    assert v2_config().figure_weight == 4.0 and TrainConfig().figure_weight == 0.0
+
+
 @pytest.mark.slow
 def test_the_v2_training_command_runs_and_writes_a_loadable_model(tmp_path):
     train_main(["--v2", "--quick", "--out", str(tmp_path)])
@@ -158,7 +209,7 @@ def test_the_v2_training_command_runs_and_writes_a_loadable_model(tmp_path):
     assert be.config.attention == "factorized" and be.denoiser.dit.attention == "factorized"
     assert be.config.vae_group == "still" and be.vae.group == "still" and be.config.output == "velocity_prior"
     summary = json.loads((tmp_path / "training_summary.json").read_text())
-    assert summary["train_config"]["world_sequences"] == 8
+    assert summary["train_config"]["world_sequences"] == 8 and summary["train_config"]["figure_weight"] == 4.0
     # the attempts' variants: another head on the same VAE
     train_main(["--v2", "--quick", "--vae-from", str(tmp_path), "--head", "x0_skip", "--lr", "1e-3", "--out", str(tmp_path / "skip")])
     skip = load_tiny(tmp_path / "skip")

@@ -1002,5 +1002,10 @@ def training_clip(index: int, split: str, length: int, height: int, width: int, 
     from a start that varies the dance's phase between sequences. Both tiny trainers draw their
     clips here; the shipped weights and LoRAs were trained on exactly these clips."""
     seq = make_sequence(index, split, height, width, fps)
-    start = (index * 37) % 400
+    start = training_start(index)
     return seq, seq.frames(start, start + length), seq.pose(start, start + length)
+
+
+def training_start(index: int) -> int:
+    """The first frame of ``training_clip(index, ...)`` in its sequence."""
+    return (index * 37) % 400

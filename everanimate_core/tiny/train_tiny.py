@@ -36,7 +36,7 @@ from ..layout import build_condition, model_input_condition
 from ..training.trainer import warmup_cosine_lr
 from .backend import CONFIG_FILE, DIT_FILE, VAE_FILE, TinyModelConfig, build_models
 from .dit import ATTENTION, OUTPUTS, PRIOR_HEADS, head_prior, skip_scalings
-from .synthdance import training_clip
+from .synthdance import training_clip, training_start
 from .vae import GROUPS, frames_to_tensor
 
 try:
@@ -66,13 +66,17 @@ class TrainConfig:
     world_fresh_p: float = 0.3
     world_span_s: float = 80.0
     world_p: float = 0.6  # share of memory-stage windows drawn from world clips
+    # DiT loss weight 1 + figure_weight on latent cells the dancer covers (the frame's figure mask,
+    # max over each slot's frames and over each cell's pixels); 0: the plain mean, as v1 and
+    # attempts 1-6 were trained.
+    figure_weight: float = 0.0
 
 
 def v2_config(seed: int = 0) -> TrainConfig:
     """The training of EverAnimate-Tiny v2 (the command in docs/tiny_v2.md)."""
     return TrainConfig(
         seed=seed, sequences=256, world_sequences=256, vae_steps=2500, vae_batch=8, vae_lr=1.5e-3, vae_clip=1.0,
-        base_steps=1200, memory_steps=2400, batch=8, lr=1e-3,
+        base_steps=1200, memory_steps=2400, batch=8, lr=1e-3, figure_weight=4.0,
     )  # fmt: skip
 
 
@@ -102,12 +106,14 @@ def _lr(step: int, total: int, base: float, warmup: int = 100) -> float:
 def render_bank(cfg: TrainConfig, mc: TinyModelConfig, length: int) -> dict[str, np.ndarray]:
     """Pre-render training sequences (frames, pose, reference) of ``length`` frames: the plain clips,
     then the world clips. ``fresh`` marks the clips whose first frame is the reference's view."""
-    frames, poses, refs, fresh, world = [], [], [], [], []
+    frames, poses, refs, fresh, world, figures = [], [], [], [], [], []
     for i in range(cfg.sequences):
         seq, fr, po = training_clip(i, "train", length, mc.height, mc.width, mc.fps)
         frames.append(fr)
         poses.append(po)
         refs.append(seq.reference())
+        if cfg.figure_weight:
+            figures.append(seq.mask(training_start(i), training_start(i) + length))
     fresh += [True] * cfg.sequences
     world += [False] * cfg.sequences
     if cfg.world_sequences:
@@ -118,15 +124,21 @@ def render_bank(cfg: TrainConfig, mc: TinyModelConfig, length: int) -> dict[str,
         for i in range(cfg.world_sequences):
             seq = make_world_sequence(i, "train", mc.height, mc.width, mc.fps)
             start = 0 if rng.random() < cfg.world_fresh_p else int(rng.integers(1, span))
-            frames.append(seq.frames(start, start + length))
+            fr, fig = seq.render(start, start + length)
+            frames.append(fr)
             poses.append(seq.pose(start, start + length))
             refs.append(seq.reference())
             fresh.append(start == 0)
             world.append(True)
-    return {
+            if cfg.figure_weight:
+                figures.append(fig)
+    bank = {
         "frames": np.stack(frames), "pose": np.stack(poses), "reference": np.stack(refs),
         "fresh": np.asarray(fresh), "world": np.asarray(world),
     }  # fmt: skip
+    if cfg.figure_weight:
+        bank["figure"] = np.stack(figures)
+    return bank
 
 
 def train_vae(vae, bank: dict[str, np.ndarray], cfg: TrainConfig, gen: torch.Generator, log) -> None:
@@ -174,6 +186,17 @@ def set_latent_stats(vae, bank: dict[str, np.ndarray]) -> None:
     vae.latents_std.copy_(z.std(dim=1).clamp_min(1e-3))
 
 
+def latent_cells(mask: np.ndarray, factor: int) -> torch.Tensor:
+    """A figure mask bool [1 + 4(G-1), H, W] on the latent grid, float [G, H/factor, W/factor]: a
+    cell is 1 where the dancer covers any of its pixels in any frame of its slot (the causal layout:
+    the first frame alone, then groups of four)."""
+    m = torch.as_tensor(np.asarray(mask)).float()
+    if (m.shape[0] - 1) % 4:
+        raise ValueError(f"a mask of {m.shape[0]} frames is not 1 + 4(G-1) frames")
+    slots = torch.cat([m[:1], m[1:].reshape(-1, 4, *m.shape[1:]).amax(1)])
+    return torch.nn.functional.max_pool2d(slots[None], factor)[0]
+
+
 @torch.no_grad()
 def encode_windows(vae, bank: dict[str, np.ndarray], mc: TinyModelConfig) -> dict[str, torch.Tensor]:
     """Model-space latents of two consecutive chunk windows per sequence (A, then B = next chunk)."""
@@ -189,6 +212,9 @@ def encode_windows(vae, bank: dict[str, np.ndarray], mc: TinyModelConfig) -> dic
         singles = vae.encode(frames_to_tensor(fr[:f]).permute(2, 1, 0, 3, 4))  # each frame alone
         out["singles_a"].append(singles[:, :, 0])
         out["ref"].append(vae.encode(frames_to_tensor(bank["reference"][i][None]))[0])
+        if "figure" in bank:
+            out.setdefault("figure_a", []).append(latent_cells(bank["figure"][i][:f], mc.vae_factor))
+            out.setdefault("figure_b", []).append(latent_cells(bank["figure"][i][stride : stride + f], mc.vae_factor))
     return {**{k: torch.stack(v) for k, v in out.items()}, **flags}
 
 
@@ -208,9 +234,14 @@ def _pick(data: dict[str, torch.Tensor], first: bool, cfg: TrainConfig, gen: tor
 
 
 def make_batch(data: dict[str, torch.Tensor], mc: TinyModelConfig, cfg: TrainConfig, memory_stage: bool, gen: torch.Generator):
-    """A batch of (x0, y, pose) in the EverAnimate layout, with the release's training windows."""
+    """A batch of (x0, y, pose, weight) in the EverAnimate layout, with the release's training
+    windows. weight [B, 1, G, h, w] is the loss weight of the generated slots (1 + figure_weight
+    where the dancer is), None when ``cfg.figure_weight`` is 0."""
     k, f = mc.anchors, mc.frames
-    xs, ys, poses = [], [], []
+    weighted = bool(cfg.figure_weight)
+    if weighted and "figure_a" not in data:
+        raise ConfigError("figure_weight is set but the encoded windows carry no figure masks; render the bank with it set.")
+    xs, ys, poses, weights = [], [], [], []
     for _ in range(cfg.batch):
         if _has_world(data):
             first = (not memory_stage) or float(torch.rand(1, generator=gen)) < cfg.first_chunk_p
@@ -219,6 +250,8 @@ def make_batch(data: dict[str, torch.Tensor], mc: TinyModelConfig, cfg: TrainCon
             i = int(torch.randint(data["a"].shape[0], (1,), generator=gen))
             first = (not memory_stage) or float(torch.rand(1, generator=gen)) < cfg.first_chunk_p
         ref = data["ref"][i]  # [C, 1, h, w]
+        if weighted:
+            weights.append(1.0 + cfg.figure_weight * data["figure_a" if first else "figure_b"][i][None])
         if first:
             anchors, motion, x0, pose = ref.repeat(1, k, 1, 1), None, data["a"][i], data["pose_a"][i]
         else:
@@ -236,7 +269,16 @@ def make_batch(data: dict[str, torch.Tensor], mc: TinyModelConfig, cfg: TrainCon
         xs.append(torch.cat([anchors, x0], dim=1))
         ys.append(y)
         poses.append(pose)
-    return torch.stack(xs), torch.stack(ys), torch.stack(poses)
+    return torch.stack(xs), torch.stack(ys), torch.stack(poses), (torch.stack(weights) if weighted else None)
+
+
+def chunk_loss(pred: torch.Tensor, goal: torch.Tensor, anchors: int, weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared error over the generated slots; with a weight, its weighted mean (normalized by
+    the weight's mean, so the loss keeps its scale and the learning rate its meaning)."""
+    err = ((pred - goal) ** 2)[:, :, anchors:]
+    if weight is None:
+        return err.mean()
+    return (err * weight).mean() / weight.mean()
 
 
 def train_dit(dit, data, mc: TinyModelConfig, cfg: TrainConfig, gen: torch.Generator, log) -> None:
@@ -249,7 +291,7 @@ def train_dit(dit, data, mc: TinyModelConfig, cfg: TrainConfig, gen: torch.Gener
         memory_stage = step >= cfg.base_steps
         for g in opt.param_groups:
             g["lr"] = _lr(step, total, cfg.lr)
-        x0, y, pose = make_batch(data, mc, cfg, memory_stage, gen)
+        x0, y, pose, weight = make_batch(data, mc, cfg, memory_stage, gen)
         noise = torch.randn(x0.shape, generator=gen)
         sig = grid[torch.randint(len(grid), (x0.shape[0],), generator=gen)]
         s = sig.view(-1, 1, 1, 1, 1)
@@ -265,7 +307,7 @@ def train_dit(dit, data, mc: TinyModelConfig, cfg: TrainConfig, gen: torch.Gener
             goal = target + head_prior(y, mc.anchors, dit.mask_channels, mc.output)
         else:
             goal = target
-        loss = ((pred - goal) ** 2)[:, :, mc.anchors :].mean()
+        loss = chunk_loss(pred, goal, mc.anchors, weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
@@ -356,6 +398,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--attention", choices=ATTENTION, default=None, help="the DiT's attention (default: the model's own)")
     p.add_argument("--lr", type=float, default=None, help="the DiT's peak learning rate (default: the training's own)")
     p.add_argument("--vae-group", choices=GROUPS, default=None, help="how the VAE forms a 4-frame latent (default: the model's own)")
+    p.add_argument("--figure-weight", type=float, default=None,
+                   help="extra DiT loss weight where the dancer is (0: none; default: the training's own)")
     a = p.parse_args(argv)
     cfg, mc = (v2_config(a.seed), v2_model()) if a.v2 else (TrainConfig(seed=a.seed), TinyModelConfig())
     if a.head:
@@ -368,6 +412,10 @@ def main(argv: list[str] | None = None) -> None:
         if a.lr <= 0:
             p.error(f"--lr must be positive; got {a.lr}")
         cfg = replace(cfg, lr=a.lr)
+    if a.figure_weight is not None:
+        if a.figure_weight < 0:
+            p.error(f"--figure-weight must be 0 or more; got {a.figure_weight}")
+        cfg = replace(cfg, figure_weight=a.figure_weight)
     if a.quick:
         small = dict(sequences=8, vae_steps=5, base_steps=5, memory_steps=5, batch=4)
         cfg = replace(cfg, **small, world_sequences=8 if a.v2 else 0)
