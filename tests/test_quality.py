@@ -176,6 +176,7 @@ def test_figure_weight_weighs_the_dancer_and_keeps_the_loss_scale():
         diff = np.abs(bank["frames"][i].astype(int) - plate).max(-1)
         fig = bank["figure"][i]
         assert diff[fig].mean() > 40 and diff[~fig].mean() < 5, (diff[fig].mean(), diff[~fig].mean())
+        assert not (fig & (diff <= 2)).any()  # a mask one frame off covers pixels of the bare scene
     d = {k: torch.zeros(4, 16, 3, 16, 16) for k in ("a", "b", "pose_a", "pose_b")}
     d.update(ref=torch.zeros(4, 16, 1, 16, 16), singles_a=torch.zeros(4, 9, 16, 16, 16))
     d.update(fresh=torch.as_tensor(bank["fresh"]), world=torch.as_tensor(bank["world"]))
@@ -183,6 +184,11 @@ def test_figure_weight_weighs_the_dancer_and_keeps_the_loss_scale():
     d["figure_b"] = torch.stack([latent_cells(bank["figure"][i][5:14], 4) for i in range(4)])
     x0, y, pose, w = make_batch(d, mc, cfg, False, torch.Generator().manual_seed(0))
     assert w.shape == (3, 1, 3, 16, 16) and set(torch.unique(w).tolist()) <= {1.0, 5.0} and (w == 5.0).any()
+    # each window takes its own masks: chunk A's for the first-chunk layout, chunk B's for memory windows
+    only_b = {**d, "figure_a": torch.zeros_like(d["figure_a"])}
+    assert (make_batch(only_b, mc, cfg, False, torch.Generator().manual_seed(0))[3] == 1.0).all()
+    memory = make_batch(only_b, mc, replace(cfg, first_chunk_p=0.0), True, torch.Generator().manual_seed(0))[3]
+    assert (memory == 5.0).any()
     # the same draws without the weight: the batch is the same and the weight is None
     x0b, _, _, none = make_batch(d, mc, replace(cfg, figure_weight=0.0), False, torch.Generator().manual_seed(0))
     assert none is None and torch.equal(x0, x0b)
