@@ -1000,12 +1000,17 @@ def make_sequence(
 def training_clip(index: int, split: str, length: int, height: int, width: int, fps: float) -> tuple[Sequence, np.ndarray, np.ndarray]:
     """(sequence, frames, pose) of ``length`` frames for training: sequence ``index`` of ``split``,
     from a start that varies the dance's phase between sequences. Both tiny trainers draw their
-    clips here; the shipped weights and LoRAs were trained on exactly these clips."""
+    clips here (train_tiny through ``training_render``); the shipped weights and LoRAs were trained
+    on exactly these clips."""
+    seq, frames, _, pose = training_render(index, split, length, height, width, fps)
+    return seq, frames, pose
+
+
+def training_render(
+    index: int, split: str, length: int, height: int, width: int, fps: float
+) -> tuple[Sequence, np.ndarray, np.ndarray, np.ndarray]:
+    """``training_clip`` with the figure mask of its frames: (sequence, frames, mask, pose)."""
     seq = make_sequence(index, split, height, width, fps)
-    start = training_start(index)
-    return seq, seq.frames(start, start + length), seq.pose(start, start + length)
-
-
-def training_start(index: int) -> int:
-    """The first frame of ``training_clip(index, ...)`` in its sequence."""
-    return (index * 37) % 400
+    start = (index * 37) % 400
+    frames, mask = seq.render(start, start + length)
+    return seq, frames, mask, seq.pose(start, start + length)

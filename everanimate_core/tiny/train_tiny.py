@@ -36,7 +36,7 @@ from ..layout import build_condition, model_input_condition
 from ..training.trainer import warmup_cosine_lr
 from .backend import CONFIG_FILE, DIT_FILE, VAE_FILE, TinyModelConfig, build_models
 from .dit import ATTENTION, OUTPUTS, PRIOR_HEADS, head_prior, skip_scalings
-from .synthdance import training_clip, training_start
+from .synthdance import training_render
 from .vae import GROUPS, frames_to_tensor
 
 try:
@@ -108,12 +108,12 @@ def render_bank(cfg: TrainConfig, mc: TinyModelConfig, length: int) -> dict[str,
     then the world clips. ``fresh`` marks the clips whose first frame is the reference's view."""
     frames, poses, refs, fresh, world, figures = [], [], [], [], [], []
     for i in range(cfg.sequences):
-        seq, fr, po = training_clip(i, "train", length, mc.height, mc.width, mc.fps)
+        seq, fr, fig, po = training_render(i, "train", length, mc.height, mc.width, mc.fps)
         frames.append(fr)
         poses.append(po)
         refs.append(seq.reference())
         if cfg.figure_weight:
-            figures.append(seq.mask(training_start(i), training_start(i) + length))
+            figures.append(fig)
     fresh += [True] * cfg.sequences
     world += [False] * cfg.sequences
     if cfg.world_sequences:
