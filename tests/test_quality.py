@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from everanimate_core.apps.quality import chunk0_quality, drawn_figure, mask_iou, motion_probe
+from everanimate_core.apps.quality import chunk0_quality, drawn_figure, mask_iou, mean_filled, motion_probe, shifted
 from everanimate_core.errors import ConfigError
 from everanimate_core.tiny.backend import WEIGHTS_DIR, TinyBackend, load_tiny
 from everanimate_core.tiny.synthdance import make_sequence
@@ -111,6 +111,29 @@ def test_drawn_figure_and_iou():
     truth[0, 1:3, 1:2] = True
     assert mask_iou(fig, truth) == pytest.approx(0.5)
     assert mask_iou(np.zeros_like(truth), np.zeros_like(truth)) == 1.0
+
+
+def test_the_reference_points_of_chunk_0():
+    """The one-pixel shift moves every pixel right and repeats the edge column; the mean fill sets
+    only the figure, to its own frame's mean colour; the bench reports both beside the model."""
+    frames = np.arange(2 * 3 * 4 * 3, dtype=np.uint8).reshape(2, 3, 4, 3)
+    moved = shifted(frames)
+    assert (moved[:, :, 1:] == frames[:, :, :-1]).all() and (moved[:, :, 0] == frames[:, :, 0]).all()
+    fig = np.zeros((2, 3, 4), bool)
+    fig[0, 0, :2] = True  # frame 1 has no figure and is left as it is
+    filled = mean_filled(frames, fig)
+    assert (filled[0, 0, 0] == filled[0, 0, 1]).all()
+    assert (filled[0, 0, 0] == frames[0, 0, :2].astype(float).mean(axis=0).round()).all()
+    assert (filled[0, 0, 1] != frames[0, 0, 1]).any() and (filled[~fig] == frames[~fig]).all()
+
+
+def test_chunk0_reports_the_reference_points_and_the_regions(quality):
+    # in the figure, a perfect silhouette without detail scores below a perfect dancer one pixel
+    # off and above the empty scene; the regions are scored (finite: none of them is empty)
+    assert quality["mean_fill_figure"] < quality["shifted_figure"], quality
+    assert quality["empty_figure"] < quality["mean_fill_figure"], quality
+    for key in ("model_background", "model_ref_place", "shifted", "mean_fill"):
+        assert np.isfinite(quality[key]), (key, quality)
 
 
 def test_bad_requests_are_refused(tiny):

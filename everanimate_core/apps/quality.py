@@ -12,6 +12,19 @@ Three measurements, each against an answer that needs no model:
   figure it drew with the true figure mask; one that ignores the pose scores the same;
 - **uses the motion latent** (world test split): the loop runs chunks 0..c-1, then chunk c is made
   twice from the same noise, with the carried motion latent and with zeros in its place.
+
+Chunk 0 also reports what a score means, with answers no model gives:
+
+- ``vae`` / ``vae_figure``: the model's own VAE round trip of the true chunk, the ceiling of any
+  output it decodes;
+- ``shifted`` / ``shifted_figure``: the true chunk one pixel to the right (the edge column
+  repeated), a perfect dancer drawn one pixel off;
+- ``mean_fill`` / ``mean_fill_figure``: the VAE round trip with every figure pixel set to the
+  figure's mean colour in that frame, a perfect silhouette with no detail;
+
+and where the model's frame is lost: ``model_background`` outside both the figure and the place of
+the reference's dancer, ``model_ref_place`` on the reference's dancer where the true dancer is not
+(a model that copies the reference's dancer loses it there).
 """
 
 from __future__ import annotations
@@ -54,6 +67,21 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
+def shifted(frames: np.ndarray, px: int = 1) -> np.ndarray:
+    """frames [T, H, W, 3] moved ``px`` pixels to the right, the first column repeated into the gap."""
+    f = np.asarray(frames)
+    return np.concatenate([np.repeat(f[:, :, :1], px, axis=2), f[:, :, :-px]], axis=2)
+
+
+def mean_filled(frames: np.ndarray, figure: np.ndarray) -> np.ndarray:
+    """frames with every pixel of figure [T, H, W] set to the mean colour of that frame's figure."""
+    out = np.array(frames, np.float32)
+    for t in range(len(out)):
+        if figure[t].any():
+            out[t][figure[t]] = out[t][figure[t]].mean(axis=0)
+    return out.round().clip(0, 255).astype(np.uint8)
+
+
 def _chunk0(loop: ChunkLoop, reference: np.ndarray, pose: np.ndarray) -> np.ndarray:
     chunk = plan_chunks(len(pose), loop.settings.chunk)[0]
     inputs = RunInputs(reference, pose)
@@ -82,11 +110,18 @@ def chunk0_quality(be: TinyBackend, sequences: int = 8, steps: int = defaults.ST
         out = _chunk0(loop, seq.reference(), seq.pose(0, f))
         wrong = _chunk0(loop, seq.reference(), other.pose(0, f))
         vae = tensor_to_frames(be.vae.decode(be.vae.encode(frames_to_tensor(gt)))).numpy()
+        fill = np.where(fig[..., None], mean_filled(gt, fig), vae)
+        plate = seq.plate().astype(np.float32)
+        ref_place = (np.abs(seq.reference().astype(np.float32) - plate).max(axis=-1) > 0)[None] & ~fig
+        background = ~fig & ~ref_place
         rows.append({
             "model": region_psnr(out, gt, np.ones_like(fig)), "model_figure": region_psnr(out, gt, fig),
             "reference": region_psnr(ref, gt, np.ones_like(fig)), "reference_figure": region_psnr(ref, gt, fig),
             "empty": region_psnr(empty, gt, np.ones_like(fig)), "empty_figure": region_psnr(empty, gt, fig),
-            "vae": region_psnr(vae, gt, np.ones_like(fig)),
+            "vae": region_psnr(vae, gt, np.ones_like(fig)), "vae_figure": region_psnr(vae, gt, fig),
+            "shifted": region_psnr(shifted(gt), gt, np.ones_like(fig)), "shifted_figure": region_psnr(shifted(gt), gt, fig),
+            "mean_fill": region_psnr(fill, gt, np.ones_like(fig)), "mean_fill_figure": region_psnr(fill, gt, fig),
+            "model_background": region_psnr(out, gt, background), "model_ref_place": region_psnr(out, gt, ref_place),
             "wrong_pose_figure": region_psnr(wrong, gt, fig),
             "iou": mask_iou(drawn_figure(out, empty), fig), "wrong_pose_iou": mask_iou(drawn_figure(wrong, empty), fig),
         })  # fmt: skip
