@@ -240,9 +240,10 @@ def test_the_v2_training_command_runs_and_writes_a_loadable_model(tmp_path):
     summary = json.loads((tmp_path / "training_summary.json").read_text())
     assert summary["train_config"]["world_sequences"] == 8 and summary["train_config"]["figure_weight"] == 4.0
     # the attempts' variants: another head on the same VAE
-    train_main(["--v2", "--quick", "--vae-from", str(tmp_path), "--head", "x0_skip", "--lr", "1e-3", "--out", str(tmp_path / "skip")])
+    train_main(["--v2", "--quick", "--vae-from", str(tmp_path), "--head", "x0_skip", "--lr", "1e-3", "--pose-blocks", "--out", str(tmp_path / "skip")])
     skip = load_tiny(tmp_path / "skip")
     assert skip.config.output == "x0_skip" and skip.denoiser.dit.output == "x0_skip"
+    assert skip.config.pose_blocks and len(skip.dit.pose_in) == skip.config.depth and not be.config.pose_blocks
     skip_summary = json.loads((tmp_path / "skip" / "training_summary.json").read_text())
     assert skip_summary["vae_from"] == str(tmp_path) and skip_summary["train_config"]["lr"] == 1e-3
     # a VAE of other settings is refused before anything is trained, naming the setting

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -211,6 +212,35 @@ def test_a_still_group_vae_gives_a_still_scene_the_code_of_one_frame():
     assert codes["still"] < 1e-5 and codes["free"] > 1e-3, codes
     with pytest.raises(ConfigError, match="vae_group must be one of"):
         build_models(TinyModelConfig(vae_width=16, vae_feat=8, vae_group="mean"))
+
+
+def test_pose_blocks_start_as_the_plain_dit_and_feed_the_pose_to_every_block():
+    """pose_blocks adds the pose tokens again before every block through a zero-initialised linear
+    layer: a fresh model gives the plain model's output, and once trained the layers carry the pose
+    into every block. The plain model's weights are the posed model's, less those layers."""
+    from everanimate_core.tiny.backend import TinyModelConfig, build_models
+
+    torch.manual_seed(0)
+    mc = TinyModelConfig(dim=32, depth=2, heads=2, vae_width=8, vae_feat=16, attention="factorized")
+    _, plain = build_models(mc)
+    _, posed = build_models(replace(mc, pose_blocks=True))
+    assert plain.pose_in is None and len(posed.pose_in) == 2
+    assert set(posed.state_dict()) - set(plain.state_dict()) == {f"pose_in.{i}.{w}" for i in range(2) for w in ("weight", "bias")}
+    posed.load_state_dict({**plain.state_dict(), **{k: v for k, v in posed.state_dict().items() if k.startswith("pose_in")}})
+    for m in (plain, posed):
+        for name, p in m.named_parameters():  # open the zero-initialised gates and head, not pose_in
+            if p.dim() and not p.abs().sum() and not name.startswith("pose_in"):
+                torch.manual_seed(len(name))
+                torch.nn.init.normal_(p, std=0.1)
+    x, y, pose = torch.randn(1, 16, 5, 4, 4), torch.randn(1, 20, 5, 4, 4), torch.randn(1, 16, 3, 4, 4)
+    t = torch.tensor([500.0])
+    with torch.no_grad():
+        assert torch.allclose(plain(x, t, y, pose, 2), posed(x, t, y, pose, 2), atol=1e-6)
+        for lin in posed.pose_in:
+            torch.nn.init.normal_(lin.weight, std=0.2)
+        out = posed(x, t, y, pose, 2)
+        assert (out - plain(x, t, y, pose, 2)).abs().amax() > 1e-3  # the pose now enters every block
+        assert torch.allclose(posed(x, t, y, None, 2), plain(x, t, y, None, 2), atol=1e-6)  # no pose, no term
 
 
 def test_factorized_attention_keeps_the_interface_and_reads_across_time():

@@ -8,6 +8,8 @@ Read top to bottom:
 - 3D rotary positional encoding over (time, height, width) so any K + G works; with
   ``attention="factorized"`` each block attends within each slot (2D rotary), then along time at
   each position (1D rotary), then runs its FFN;
+- with ``pose_blocks``, the pose tokens are added again before every block, each through its own
+  zero-initialised linear layer (on slots K.. only);
 - timestep modulation (adaLN-Zero) in every block; the model predicts the flow velocity.
 """
 
@@ -175,6 +177,7 @@ class TinyAnimateDiT(nn.Module):
         heads: int = 4,
         patch: int = 2,
         attention: str = "full",
+        pose_blocks: bool = False,
     ):
         super().__init__()
         if attention not in ATTENTION:
@@ -190,6 +193,10 @@ class TinyAnimateDiT(nn.Module):
         self.pose_embed = nn.Conv3d(latent_channels, dim, (1, patch, patch), stride=(1, patch, patch))
         self.time_mlp = nn.Sequential(nn.Linear(256, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.blocks = nn.ModuleList(Block(dim, heads, temporal=attention == "factorized") for _ in range(depth))
+        self.pose_in = nn.ModuleList(nn.Linear(dim, dim) for _ in range(depth)) if pose_blocks else None
+        for lin in self.pose_in or ():
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
         self.norm_out = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mod_out = nn.Linear(dim, 2 * dim)
         self.head = nn.Linear(dim, latent_channels * patch * patch)
@@ -214,9 +221,12 @@ class TinyAnimateDiT(nn.Module):
         b, c, t, h, w = x.shape
         p = self.patch
         tok = self.patch_embed(torch.cat([x, y], dim=1))  # [B, D, T, h/p, w/p]
+        pose_seq = None
         if pose is not None:
             pose_tok = self.pose_embed(pose)
             tok = torch.cat([tok[:, :, :num_anchors], tok[:, :, num_anchors:] + pose_tok], dim=2)
+            if self.pose_in is not None:  # the pose again before every block, on slots K.. only
+                pose_seq = torch.cat([torch.zeros_like(tok[:, :, :num_anchors]), pose_tok], dim=2).flatten(2).transpose(1, 2)
         hp, wp = h // p, w // p
         tok = tok.flatten(2).transpose(1, 2)  # [B, T*hp*wp, D]
         temb = self.time_mlp(timestep_embedding(timestep.to(x.device)).to(x.dtype))
@@ -230,7 +240,9 @@ class TinyAnimateDiT(nn.Module):
             sa = rope_angles(1, hp, wp, (hd - 2 * hs, hs, hs), device=x.device)
             ta = rope_angles(t, 1, 1, (hd, 0, 0), device=x.device)
             rope, grid = ((sa.cos(), sa.sin()), (ta.cos(), ta.sin())), (t, hp * wp)
-        for blk in self.blocks:
+        for i, blk in enumerate(self.blocks):
+            if pose_seq is not None:
+                tok = tok + self.pose_in[i](pose_seq)
             tok = blk(tok, temb, rope, grid)
         sh, sc = self.mod_out(temb).unsqueeze(1).chunk(2, dim=-1)
         out = self.head(self.norm_out(tok) * (1 + sc) + sh)  # [B, N, C*p*p]

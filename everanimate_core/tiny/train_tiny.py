@@ -400,6 +400,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vae-group", choices=GROUPS, default=None, help="how the VAE forms a 4-frame latent (default: the model's own)")
     p.add_argument("--figure-weight", type=float, default=None,
                    help="extra DiT loss weight where the dancer is (0: none; default: the training's own)")
+    p.add_argument("--pose-blocks", action="store_true", help="add the pose tokens again before every DiT block (default: at the input only)")
     a = p.parse_args(argv)
     cfg, mc = (v2_config(a.seed), v2_model()) if a.v2 else (TrainConfig(seed=a.seed), TinyModelConfig())
     if a.head:
@@ -408,6 +409,8 @@ def main(argv: list[str] | None = None) -> None:
         mc = replace(mc, attention=a.attention)
     if a.vae_group:
         mc = replace(mc, vae_group=a.vae_group)
+    if a.pose_blocks:
+        mc = replace(mc, pose_blocks=True)
     if a.lr is not None:
         if a.lr <= 0:
             p.error(f"--lr must be positive; got {a.lr}")
