@@ -111,15 +111,15 @@ def chunk0_quality(be: TinyBackend, sequences: int = 8, steps: int = defaults.ST
         wrong = _chunk0(loop, seq.reference(), other.pose(0, f))
         vae = tensor_to_frames(be.vae.decode(be.vae.encode(frames_to_tensor(gt)))).numpy()
         fill = np.where(fig[..., None], mean_filled(gt, fig), vae)
-        plate = seq.plate().astype(np.float32)
-        ref_place = (np.abs(seq.reference().astype(np.float32) - plate).max(axis=-1) > 0)[None] & ~fig
+        moved = shifted(gt)
+        ref_place = (np.abs(ref[0].astype(np.float32) - empty[0].astype(np.float32)).max(axis=-1) > 0)[None] & ~fig
         background = ~fig & ~ref_place
         rows.append({
             "model": region_psnr(out, gt, np.ones_like(fig)), "model_figure": region_psnr(out, gt, fig),
             "reference": region_psnr(ref, gt, np.ones_like(fig)), "reference_figure": region_psnr(ref, gt, fig),
             "empty": region_psnr(empty, gt, np.ones_like(fig)), "empty_figure": region_psnr(empty, gt, fig),
             "vae": region_psnr(vae, gt, np.ones_like(fig)), "vae_figure": region_psnr(vae, gt, fig),
-            "shifted": region_psnr(shifted(gt), gt, np.ones_like(fig)), "shifted_figure": region_psnr(shifted(gt), gt, fig),
+            "shifted": region_psnr(moved, gt, np.ones_like(fig)), "shifted_figure": region_psnr(moved, gt, fig),
             "mean_fill": region_psnr(fill, gt, np.ones_like(fig)), "mean_fill_figure": region_psnr(fill, gt, fig),
             "model_background": region_psnr(out, gt, background), "model_ref_place": region_psnr(out, gt, ref_place),
             "wrong_pose_figure": region_psnr(wrong, gt, fig),
