@@ -15,7 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from everanimate_core.apps.quality import chunk0_quality, drawn_figure, mask_iou, mean_filled, motion_probe, shifted
+from everanimate_core.apps.quality import (
+    chunk0_quality,
+    drawn_figure,
+    inpaint_rows,
+    mask_iou,
+    mean_filled,
+    motion_probe,
+    shifted,
+)
 from everanimate_core.errors import ConfigError
 from everanimate_core.tiny.backend import WEIGHTS_DIR, TinyBackend, load_tiny
 from everanimate_core.tiny.synthdance import make_sequence
@@ -101,6 +109,13 @@ def test_the_motion_probe_reads_zero_for_a_model_that_never_sees_the_motion_late
     assert blind["zero_motion_cost"] == 0.0, blind
 
 
+def test_the_motion_probe_reports_what_memory_can_give(tiny):
+    # no model is needed for these: on world clips the scene has moved on from the first view, so
+    # the true frame before the chunk, held, scores well above the reference held
+    r = motion_probe(IgnoreMotion(tiny), sequences=2, probe_chunk=2, steps=1)
+    assert r["hold_previous"] > r["reference"] + 1.0, r
+
+
 def test_drawn_figure_and_iou():
     empty = np.zeros((1, 4, 4, 3), np.uint8)
     frames = empty.copy()
@@ -127,13 +142,33 @@ def test_the_reference_points_of_chunk_0():
     assert (filled[0, 0, 1] != frames[0, 0, 1]).any() and (filled[~fig] == frames[~fig]).all()
 
 
+def test_rows_are_inpainted_between_the_scene_either_side():
+    img = np.zeros((3, 6, 3), np.uint8)
+    img[:, :, 0] = np.arange(0, 60, 10, dtype=np.uint8)  # a horizontal ramp
+    img[:, :, 1] = 200
+    mask = np.zeros((3, 6), bool)
+    mask[0, 2:4] = True  # inside a row: linear between its neighbours
+    mask[1, 4:] = True  # at the edge: the nearest kept colour
+    mask[2, :] = True  # a whole row: left as it is
+    dirty = img.copy()
+    dirty[mask] = 255
+    dirty[2] = img[2]
+    out = inpaint_rows(dirty, mask)
+    assert (out[0] == img[0]).all()
+    assert (out[1, 4:, 0] == 30).all() and (out[1, :4] == img[1, :4]).all()
+    assert (out[2] == img[2]).all() and (out[:, :, 1] == 200).all()
+
+
 def test_chunk0_reports_the_reference_points_and_the_regions(quality):
     # in the figure, a perfect silhouette without detail scores below a perfect dancer one pixel
     # off and above the empty scene; the regions are scored (finite: none of them is empty)
     assert quality["mean_fill_figure"] < quality["shifted_figure"], quality
     assert quality["empty_figure"] < quality["mean_fill_figure"], quality
-    for key in ("model_background", "model_ref_place", "shifted", "mean_fill"):
+    for key in ("model_background", "model_ref_place", "shifted", "mean_fill", "model_one_step", "model_one_step_figure"):
         assert np.isfinite(quality[key]), (key, quality)
+    # the scene behind the reference's dancer is smooth enough that filling it from either side
+    # beats keeping the dancer there, and falls short of the empty scene itself (infinite there)
+    assert quality["reference_ref_place"] + 5 < quality["inpainted_ref_place"] < 60, quality
 
 
 def test_bad_requests_are_refused(tiny):

@@ -11,7 +11,10 @@ Three measurements, each against an answer that needs no model:
   follows the pose scores higher with its own pose, in the figure region and in the overlap of the
   figure it drew with the true figure mask; one that ignores the pose scores the same;
 - **uses the motion latent** (world test split): the loop runs chunks 0..c-1, then chunk c is made
-  twice from the same noise, with the carried motion latent and with zeros in its place.
+  twice from the same noise, with the carried motion latent and with zeros in its place. Beside
+  them, two answers no model gives: ``hold_previous``, the true frame just before chunk c held for
+  the whole chunk (what a perfect memory that does not predict the motion gives), and
+  ``reference``, the reference image held (what a model that ignores its memory falls back to).
 
 Chunk 0 also reports what a score means, with answers no model gives:
 
@@ -24,7 +27,12 @@ Chunk 0 also reports what a score means, with answers no model gives:
 
 and where the model's frame is lost: ``model_background`` outside both the figure and the place of
 the reference's dancer, ``model_ref_place`` on the reference's dancer where the true dancer is not
-(a model that copies the reference's dancer loses it there).
+(a model that copies the reference's dancer loses it there). At that place, ``reference_ref_place``
+keeps the reference's dancer and ``inpainted_ref_place`` fills it from the scene either side, row
+by row (:func:`inpaint_rows`), which needs nothing the reference does not show.
+``model_one_step`` / ``model_one_step_figure`` are the same chunk made in one Euler step, the
+model's mean guess from pure noise: the difference to ``model`` is what the sampler's trajectory
+adds or loses.
 """
 
 from __future__ import annotations
@@ -82,6 +90,20 @@ def mean_filled(frames: np.ndarray, figure: np.ndarray) -> np.ndarray:
     return out.round().clip(0, 255).astype(np.uint8)
 
 
+def inpaint_rows(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """image [H, W, 3] with the pixels of mask [H, W] filled row by row, linearly between the nearest
+    unmasked pixels either side (the nearest one's colour at the frame's edge); rows with no unmasked
+    pixel are left as they are."""
+    out = np.array(image, np.float32)
+    cols = np.arange(out.shape[1])
+    for y in np.flatnonzero(mask.any(axis=1)):
+        keep = ~mask[y]
+        if keep.any():
+            for c in range(out.shape[2]):
+                out[y, mask[y], c] = np.interp(cols[mask[y]], cols[keep], out[y, keep, c])
+    return out.round().clip(0, 255).astype(np.uint8)
+
+
 def _chunk0(loop: ChunkLoop, reference: np.ndarray, pose: np.ndarray) -> np.ndarray:
     chunk = plan_chunks(len(pose), loop.settings.chunk)[0]
     inputs = RunInputs(reference, pose)
@@ -100,6 +122,7 @@ def chunk0_quality(be: TinyBackend, sequences: int = 8, steps: int = defaults.ST
     mc = be.config
     f = mc.frames
     loop = ChunkLoop(be, AnimationSettings(chunk=mc.chunk_settings, steps=steps))
+    one_step = ChunkLoop(be, AnimationSettings(chunk=mc.chunk_settings, steps=1))
     seqs = [make_sequence(i, "test", mc.height, mc.width, mc.fps) for i in range(max(2, sequences))]
     rows = []
     for i in range(sequences):
@@ -109,10 +132,13 @@ def chunk0_quality(be: TinyBackend, sequences: int = 8, steps: int = defaults.ST
         ref = np.broadcast_to(seq.reference(), gt.shape)
         out = _chunk0(loop, seq.reference(), seq.pose(0, f))
         wrong = _chunk0(loop, seq.reference(), other.pose(0, f))
+        once = _chunk0(one_step, seq.reference(), seq.pose(0, f))
         vae = tensor_to_frames(be.vae.decode(be.vae.encode(frames_to_tensor(gt)))).numpy()
         fill = np.where(fig[..., None], mean_filled(gt, fig), vae)
         moved = shifted(gt)
-        ref_place = (np.abs(ref[0].astype(np.float32) - empty[0].astype(np.float32)).max(axis=-1) > 0)[None] & ~fig
+        dancer = np.abs(ref[0].astype(np.float32) - empty[0].astype(np.float32)).max(axis=-1) > 0
+        ref_place = dancer[None] & ~fig
+        inpainted = np.broadcast_to(inpaint_rows(seq.reference(), dancer), gt.shape)
         background = ~fig & ~ref_place
         rows.append({
             "model": region_psnr(out, gt, np.ones_like(fig)), "model_figure": region_psnr(out, gt, fig),
@@ -122,6 +148,8 @@ def chunk0_quality(be: TinyBackend, sequences: int = 8, steps: int = defaults.ST
             "shifted": region_psnr(moved, gt, np.ones_like(fig)), "shifted_figure": region_psnr(moved, gt, fig),
             "mean_fill": region_psnr(fill, gt, np.ones_like(fig)), "mean_fill_figure": region_psnr(fill, gt, fig),
             "model_background": region_psnr(out, gt, background), "model_ref_place": region_psnr(out, gt, ref_place),
+            "reference_ref_place": region_psnr(ref, gt, ref_place), "inpainted_ref_place": region_psnr(inpainted, gt, ref_place),
+            "model_one_step": region_psnr(once, gt, np.ones_like(fig)), "model_one_step_figure": region_psnr(once, gt, fig),
             "wrong_pose_figure": region_psnr(wrong, gt, fig),
             "iou": mask_iou(drawn_figure(out, empty), fig), "wrong_pose_iou": mask_iou(drawn_figure(wrong, empty), fig),
         })  # fmt: skip
@@ -160,8 +188,11 @@ def motion_probe(
         zeroed = replace(memory, motion=torch.zeros_like(memory.motion))
         _, zero_frames, _ = loop.generate(zeroed, chunk, inputs)
         ones = np.ones(gt.shape[:3], bool)
+        held = np.broadcast_to(seq.frames(chunk.start - 1, chunk.start), gt.shape)
         rows.append({
             "true_motion": region_psnr(true_frames, gt, ones), "zero_motion": region_psnr(zero_frames, gt, ones),
+            "hold_previous": region_psnr(held, gt, ones),
+            "reference": region_psnr(np.broadcast_to(inputs.reference, gt.shape), gt, ones),
         })  # fmt: skip
     res = {"sequences": sequences, "offset": offset, "probe_chunk": probe_chunk, "steps": steps}
     res.update({k: _mean(rows, k) for k in rows[0]})
