@@ -107,6 +107,7 @@ def test_the_motion_latent_matters_on_world_clips(tiny):
 def test_the_motion_probe_reads_zero_for_a_model_that_never_sees_the_motion_latent(tiny):
     blind = motion_probe(IgnoreMotion(tiny), sequences=1, probe_chunk=1, steps=2)
     assert blind["zero_motion_cost"] == 0.0, blind
+    assert blind["true_memory"] == blind["true_motion"] == blind["zero_motion"], blind
 
 
 def test_the_motion_probe_reports_what_memory_can_give(tiny):

@@ -11,8 +11,9 @@ Three measurements, each against an answer that needs no model:
   follows the pose scores higher with its own pose, in the figure region and in the overlap of the
   figure it drew with the true figure mask; one that ignores the pose scores the same;
 - **uses the motion latent** (world test split): the loop runs chunks 0..c-1, then chunk c is made
-  twice from the same noise, with the carried motion latent and with zeros in its place. Beside
-  them, two answers no model gives: ``hold_previous``, the true frame just before chunk c held for
+  twice from the same noise, with the carried motion latent and with zeros in its place, and a
+  third time with the true carried latent (``true_memory``: the last latent of the true previous
+  chunk, what the loop would carry without its own errors). Beside them, two answers no model gives: ``hold_previous``, the true frame just before chunk c held for
   the whole chunk (what a perfect memory that does not predict the motion gives), and
   ``reference``, the reference image held (what a model that ignores its memory falls back to).
 
@@ -187,11 +188,17 @@ def motion_probe(
         _, true_frames, _ = loop.generate(memory, chunk, inputs)
         zeroed = replace(memory, motion=torch.zeros_like(memory.motion))
         _, zero_frames, _ = loop.generate(zeroed, chunk, inputs)
+        # the carried latent as it would be without the loop's own errors: the end of the true
+        # previous chunk's latents, as the training's memory windows carry it
+        prev = plan.chunks[probe_chunk - 1]
+        true_prev = be.vae.encode(frames_to_tensor(seq.frames(prev.start, prev.start + prev.frames)))[0]
+        told = replace(memory, motion=true_prev[:, -memory.motion.shape[1] :].to(memory.motion))
+        _, told_frames, _ = loop.generate(told, chunk, inputs)
         ones = np.ones(gt.shape[:3], bool)
         held = np.broadcast_to(seq.frames(chunk.start - 1, chunk.start), gt.shape)
         rows.append({
             "true_motion": region_psnr(true_frames, gt, ones), "zero_motion": region_psnr(zero_frames, gt, ones),
-            "hold_previous": region_psnr(held, gt, ones),
+            "true_memory": region_psnr(told_frames, gt, ones), "hold_previous": region_psnr(held, gt, ones),
             "reference": region_psnr(np.broadcast_to(inputs.reference, gt.shape), gt, ones),
         })  # fmt: skip
     res = {"sequences": sequences, "offset": offset, "probe_chunk": probe_chunk, "steps": steps}
