@@ -13,9 +13,10 @@ Three measurements, each against an answer that needs no model:
 - **uses the motion latent** (world test split): the loop runs chunks 0..c-1, then chunk c is made
   twice from the same noise, with the carried motion latent and with zeros in its place, and a
   third time with the true carried latent (``true_memory``: the last latent of the true previous
-  chunk, what the loop would carry without its own errors). Beside them, two answers no model gives: ``hold_previous``, the true frame just before chunk c held for
-  the whole chunk (what a perfect memory that does not predict the motion gives), and
-  ``reference``, the reference image held (what a model that ignores its memory falls back to).
+  chunk, what the loop would carry without its own errors). Beside them, two answers no model
+  gives: ``hold_previous``, the true frame just before chunk c held for the whole chunk (what a
+  perfect memory that does not predict the motion gives), and ``reference``, the reference image
+  held (what a model that ignores its memory falls back to).
 
 Chunk 0 also reports what a score means, with answers no model gives:
 
@@ -191,7 +192,7 @@ def motion_probe(
         # the carried latent as it would be without the loop's own errors: the end of the true
         # previous chunk's latents, as the training's memory windows carry it
         prev = plan.chunks[probe_chunk - 1]
-        true_prev = be.vae.encode(frames_to_tensor(seq.frames(prev.start, prev.start + prev.frames)))[0]
+        true_prev = be.encode_pose(seq.frames(prev.start, prev.start + prev.frames))  # the video encoder
         told = replace(memory, motion=true_prev[:, -memory.motion.shape[1] :].to(memory.motion))
         _, told_frames, _ = loop.generate(told, chunk, inputs)
         ones = np.ones(gt.shape[:3], bool)
