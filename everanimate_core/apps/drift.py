@@ -507,9 +507,9 @@ def bench_drift(
             runs.append(r)
             log(f"[{k + 1}/{len(tasks)}] variant {v} sequence {i}: PSNR {np.mean(r['per_frame']['psnr']):.2f} dB")
     wall = time.perf_counter() - t0
-    from ..tiny.backend import TinyModelConfig
+    from ..tiny.backend import CONFIG_FILE, TinyModelConfig
 
-    mc = TinyModelConfig()
+    mc = TinyModelConfig.load(base_weights(lora_dir) / CONFIG_FILE)  # the benchmarked model's frame rate and chunks
     runs.sort(key=lambda r: (list(VARIANTS).index(r["variant"]), r["index"]))
     summary = summarize(runs, mc.fps)
     plan = plan_for_driving(int(seconds * mc.fps), mc.chunk_settings, None, "pingpong")
