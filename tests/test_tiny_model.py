@@ -63,7 +63,7 @@ def test_chunk0_beats_a_model_without_the_reference():
 
 
 def test_demo_smoke_run(tmp_path):
-    s = run_demo(seconds=5, out_dir=tmp_path, steps=2, quiet=True)
+    s = run_demo(seconds=5, out_dir=tmp_path, steps=2, quiet=True, world=False)
     n = int(round(5 * s["fps"]))
     assert s["frames"] == n == s["driving_frames"]
     assert count_frames(tmp_path / "everanimate_tiny.mp4", exact=True) == n
@@ -75,8 +75,8 @@ def test_demo_smoke_run(tmp_path):
     assert set(s["thread_timing_s"]) == {str(n) for n in thread_candidates()}
 
 
-def test_demo_threads_can_be_chosen_and_the_world_is_there(tmp_path):
-    s = run_demo(seconds=2, out_dir=tmp_path, steps=1, quiet=True, world=True, threads=1)
+def test_demo_threads_can_be_chosen_and_the_world_is_the_default(tmp_path):
+    s = run_demo(seconds=2, out_dir=tmp_path, steps=1, quiet=True, threads=1)
     assert s["scene"] == "world" and s["threads"] == 1 and s["thread_timing_s"] == {}
     with pytest.raises(ValueError, match="--threads must be at least 1"):
         run_demo(seconds=2, out_dir=tmp_path, steps=1, quiet=True, threads=0)

@@ -1,13 +1,14 @@
 """The main job on the embedded tiny model: a minute of animation of a held-out dancer.
 
-    python -m everanimate_core demo [--seconds 60] [--out outputs/demo] [--world] [--threads N]
+    python -m everanimate_core demo [--seconds 60] [--out outputs/demo] [--still] [--threads N]
 
 Runs the same chunk loop as the ComfyUI nodes (``pipeline.run_animation``) with EverAnimate-Tiny,
 streams the animation to an MP4 and a side-by-side (generated | ground truth | pose) MP4, and prints
 the frame count, duration, wall time and PSNR/SSIM against the ground truth for the first and the
-last 10 seconds. The dancer dances in a still SynthDance scene; ``--world`` takes a clip of the
-stateful world instead (``tiny/world.py``: a camera that pans, a panel that changes colour, a ball),
-which the embedded v1 was never trained on.
+last 10 seconds. The dancer dances in a held-out clip of the stateful world (``tiny/world.py``: a
+camera that pans over a wide plate, a wall panel that changes colour, a ball), whose state only
+earlier frames show, so the model must carry it in its latent memory; ``--still`` takes a still
+SynthDance scene instead.
 
 Before it starts, the demo times one model call and one decode at each thread count it may use and
 keeps the fastest: at these tensor sizes torch's default threads can be many times slower than one.
@@ -116,11 +117,11 @@ def run_demo(
     resume: bool = False,
     quiet: bool = False,
     weights_dir: str | Path | None = None,
-    world: bool = False,
+    world: bool = True,
     threads: int | None = None,
 ) -> dict:
     """Render ``seconds`` of a held-out dancer with EverAnimate-Tiny; returns the printed summary.
-    ``threads``: torch threads (None: the fastest of a quick timing at start-up)."""
+    ``world``: a clip of the stateful world (default) or a still scene. ``threads``: torch threads (None: the fastest of a quick timing at start-up)."""
     import torch
 
     backend = load_tiny(weights_dir)
@@ -223,9 +224,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=60.0, help="length of the animation (default 60)")
     p.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
     p.add_argument("--index", type=int, default=0, help="held-out sequence (default 0)")
-    p.add_argument("--world", action="store_true", help="a clip of the stateful world instead of a still scene")
+    scene = p.add_mutually_exclusive_group()
+    scene.add_argument("--world", dest="still", action="store_false", help="a clip of the stateful world (the default)")
+    scene.add_argument("--still", action="store_true", help="a still SynthDance scene instead of the stateful world")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the fastest of a quick timing)")
     p.add_argument("--steps", type=int, default=defaults.STEPS, help="sampling steps per chunk (release: 20)")
     p.add_argument("--resume", action="store_true", help="checkpoint every chunk in OUT/run and resume from it")
     a = p.parse_args(argv)
-    run_demo(a.seconds, a.out, a.index, a.steps, a.resume, world=a.world, threads=a.threads)
+    run_demo(a.seconds, a.out, a.index, a.steps, a.resume, world=not a.still, threads=a.threads)

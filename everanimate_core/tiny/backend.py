@@ -18,7 +18,7 @@ from ..layout import model_input_condition
 from .dit import OUTPUTS, PRIOR_HEADS, TinyAnimateDiT, head_prior, skip_scalings
 from .vae import TinyVAE, frames_to_tensor, tensor_to_frames
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # EverAnimate-Tiny v1, the embedded default
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  # EverAnimate-Tiny v2, the embedded default (docs/tiny_v2.md)
 VAE_FILE = "tiny_vae.safetensors"
 DIT_FILE = "tiny_dit.safetensors"
 CONFIG_FILE = "tiny_config.json"
@@ -170,7 +170,7 @@ def load_tiny(weights_dir: str | Path | None = None, dit_file: str = DIT_FILE) -
         if not (d / name).exists():
             raise FileNotFoundError(
                 f"EverAnimate-Tiny weight file {d / name} is missing. Reinstall the package, or "
-                "rebuild it with `python -m everanimate_core train-tiny`."
+                f"rebuild it with `python -m everanimate_core train-tiny --v2 --out {d}`."
             )
     config = TinyModelConfig.load(d / CONFIG_FILE)
     vae, dit = build_models(config)

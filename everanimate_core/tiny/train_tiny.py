@@ -1,7 +1,9 @@
 """Train EverAnimate-Tiny on SynthDance, on the CPU, from one seeded command.
 
-    python -m everanimate_core train-tiny        # v1, the embedded default -> tiny/weights
-    python -m everanimate_core train-tiny --v2   # the v2 candidate          -> runs/tiny_v2 (docs/tiny_v2.md)
+    python -m everanimate_core train-tiny --v2   # v2, the embedded default  -> runs/tiny_v2 (docs/tiny_v2.md)
+    python -m everanimate_core train-tiny        # v1, its predecessor        -> runs/tiny_v1
+
+Neither overwrites the shipped weights unless told to: ``--out everanimate_core/tiny/weights``.
 
 v2 (docs/tiny_v2.md) trains on plain clips and clips of the stateful world (tiny/world.py) with a
 VAE of factor 4; v1 on plain clips with a VAE of factor 8.
@@ -389,7 +391,7 @@ def train_tiny(
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Train EverAnimate-Tiny on SynthDance (CPU).")
-    p.add_argument("--out", default=None, help="weights folder (default: the package's tiny/weights for v1, runs/tiny_v2 for --v2)")
+    p.add_argument("--out", default=None, help="weights folder (default: runs/tiny_v2 for --v2, runs/tiny_v1 for v1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a few steps of each stage (smoke test)")
     p.add_argument("--v2", action="store_true", help="EverAnimate-Tiny v2: the stateful world, VAE factor 4")
@@ -423,7 +425,7 @@ def main(argv: list[str] | None = None) -> None:
         small = dict(sequences=8, vae_steps=5, base_steps=5, memory_steps=5, batch=4)
         cfg = replace(cfg, **small, world_sequences=8 if a.v2 else 0)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    out = a.out or ("runs/tiny_v2" if a.v2 else str(Path(__file__).resolve().parent / "weights"))
+    out = a.out or ("runs/tiny_v2" if a.v2 else "runs/tiny_v1")
     s = train_tiny(out, cfg, mc, a.vae_from)
     print(json.dumps(s["times"], indent=1))
 
