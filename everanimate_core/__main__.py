@@ -42,5 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli() -> int:
+    """``main`` for a shell: a problem the user can fix is printed as one message, not a traceback."""
+    from .errors import EverAnimateError
+
+    try:
+        return main()
+    except EverAnimateError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -131,6 +131,17 @@ def test_world_requests_outside_the_split_or_a_lora_folder_outside_its_base_are_
         run_sequence(VARIANTS["a"], 0, 10, 1, tmp_path / "lora")
 
 
+def test_the_shell_command_says_what_to_change_without_a_traceback():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "everanimate_core", "bench", "drift", "--world", "--offset", "195",
+                        "--sequences", "20", "--cache", ""], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: The world's test split holds 200 clips"), r.stderr
+    assert "Traceback" not in r.stderr and "Lower --sequences or --offset" in r.stderr
+
+
 def test_a_short_world_run_scores_the_scene_state_with_a_seed_per_clip():
     from everanimate_core.apps.drift import world_seed
     from everanimate_core.tiny.backend import WEIGHTS_DIR
