@@ -82,6 +82,19 @@ def test_demo_threads_can_be_chosen_and_the_world_is_the_default(tmp_path):
         run_demo(seconds=2, out_dir=tmp_path, steps=1, quiet=True, threads=0)
 
 
+def test_the_demo_command_runs_the_world_unless_told_still(tmp_path, capsys):
+    import json
+
+    from everanimate_core.apps.demo import main as demo_main
+
+    common = ["--seconds", "2", "--steps", "1", "--threads", "1"]
+    demo_main(common + ["--out", str(tmp_path / "default")])
+    demo_main(common + ["--out", str(tmp_path / "still"), "--still"])
+    demo_main(common + ["--out", str(tmp_path / "world"), "--world"])
+    scene = {k: json.loads((tmp_path / k / "summary.json").read_text())["scene"] for k in ("default", "still", "world")}
+    assert scene == {"default": "world", "still": "plain", "world": "world"}
+
+
 def test_an_x0_head_is_sampled_through_its_velocity():
     """A DiT whose head predicts x0 (the v2 candidate) reaches its x0 in one Euler step from any sigma."""
     from everanimate_core.sampler import ChunkCondition, sample_chunk

@@ -230,5 +230,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the fastest of a quick timing)")
     p.add_argument("--steps", type=int, default=defaults.STEPS, help="sampling steps per chunk (release: 20)")
     p.add_argument("--resume", action="store_true", help="checkpoint every chunk in OUT/run and resume from it")
+    p.set_defaults(still=False)  # both flags share one destination: the default must be said once, here
     a = p.parse_args(argv)
     run_demo(a.seconds, a.out, a.index, a.steps, a.resume, world=not a.still, threads=a.threads)
