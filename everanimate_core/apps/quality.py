@@ -2,7 +2,7 @@
 
     python -m everanimate_core bench quality [--weights DIR] [--sequences 8] [--world 8] [--probe-chunk 3]
 
-Three measurements, each against an answer that needs no model:
+Four measurements, each against an answer that needs no model:
 
 - **chunk 0 on held-out dancers** (plain SynthDance test split, first-chunk layout): full-frame and
   figure-region PSNR of the model, of the reference image repeated, and of the empty scene repeated
@@ -17,6 +17,10 @@ Three measurements, each against an answer that needs no model:
   gives: ``hold_previous``, the true frame just before chunk c held for the whole chunk (what a
   perfect memory that does not predict the motion gives), and ``reference``, the reference image
   held (what a model that ignores its memory falls back to).
+
+- **chunk 0 on held-out world clips** (``world_chunk0``, the demo's first chunk): the model against
+  the VAE's round trip, the reference held, and the empty scene under the true camera (a ceiling for
+  the background, since it knows the pan), with the same own-pose / other-pose IoU.
 
 Chunk 0 also reports what a score means, with answers no model gives:
 
@@ -164,6 +168,41 @@ def chunk0_quality(be: TinyBackend, sequences: int = 8, steps: int = defaults.ST
 
 
 @torch.no_grad()
+def world_chunk0(be: TinyBackend, sequences: int = 8, steps: int = defaults.STEPS, offset: int = 0) -> dict:
+    """Chunk 0 of held-out world clips (the demo's first chunk) against the same kind of answers as
+    :func:`chunk0_quality`. ``empty`` is the scene without the dancer under the true camera, which
+    knows the pan a model has to infer from the pose alone, so it is a ceiling for the background
+    rather than a copy a model could make; ``reference`` is the reference image held."""
+    _check_count(offset + sequences, WorldConfig().split_size("test"), "world (with the offset)")
+    mc = be.config
+    f = mc.frames
+    loop = ChunkLoop(be, AnimationSettings(chunk=mc.chunk_settings, steps=steps))
+    rows = []
+    for i in range(offset, offset + sequences):
+        seq = make_world_sequence(i, "test", mc.height, mc.width, mc.fps)
+        other = make_world_sequence(offset + (i - offset + 1) % max(2, sequences), "test", mc.height, mc.width, mc.fps)
+        gt, fig = seq.render(0, f)
+        empty = seq.empty_frames(0, f)
+        ref = np.broadcast_to(seq.reference(), gt.shape)
+        ones = np.ones_like(fig)
+        out = _chunk0(loop, seq.reference(), seq.pose(0, f))
+        wrong = _chunk0(loop, seq.reference(), other.pose(0, f))
+        vae = tensor_to_frames(be.vae.decode(be.vae.encode(frames_to_tensor(gt)))).numpy()
+        rows.append({
+            "model": region_psnr(out, gt, ones), "model_figure": region_psnr(out, gt, fig),
+            "model_background": region_psnr(out, gt, ~fig),
+            "vae": region_psnr(vae, gt, ones), "vae_figure": region_psnr(vae, gt, fig),
+            "reference": region_psnr(ref, gt, ones), "reference_figure": region_psnr(ref, gt, fig),
+            "empty": region_psnr(empty, gt, ones), "empty_figure": region_psnr(empty, gt, fig),
+            "iou": mask_iou(drawn_figure(out, empty), fig), "wrong_pose_iou": mask_iou(drawn_figure(wrong, empty), fig),
+        })  # fmt: skip
+    res = {"sequences": sequences, "offset": offset, "steps": steps, **{k: _mean(rows, k) for k in rows[0]}}
+    res["iou"] = round(float(np.mean([r["iou"] for r in rows])), 3)
+    res["wrong_pose_iou"] = round(float(np.mean([r["wrong_pose_iou"] for r in rows])), 3)
+    return res
+
+
+@torch.no_grad()
 def motion_probe(
     be: TinyBackend, sequences: int = 8, probe_chunk: int = 3, steps: int = defaults.STEPS, offset: int = 0
 ) -> dict:
@@ -222,5 +261,6 @@ def main(argv: list[str] | None = None) -> None:
     be = load_tiny(a.weights)
     out = {"chunk0": chunk0_quality(be, a.sequences, a.steps)}
     if a.world:
+        out["world_chunk0"] = world_chunk0(be, a.world, a.steps, a.world_offset)
         out["motion_probe"] = motion_probe(be, a.world, a.probe_chunk, a.steps, a.world_offset)
     print(json.dumps(out, indent=1))
