@@ -19,8 +19,9 @@ Four measurements, each against an answer that needs no model:
   held (what a model that ignores its memory falls back to).
 
 - **chunk 0 on held-out world clips** (``world_chunk0``, the demo's first chunk): the model against
-  the VAE's round trip, the reference held, and the empty scene under the true camera (a ceiling for
-  the background, since it knows the pan), with the same own-pose / other-pose IoU.
+  the VAE's round trip, the reference held, the empty first view held (no pan), and the empty scene
+  under the true camera (a ceiling for the background, since it knows the pan), with the same
+  own-pose / other-pose IoU.
 
 Chunk 0 also reports what a score means, with answers no model gives:
 
@@ -172,7 +173,9 @@ def world_chunk0(be: TinyBackend, sequences: int = 8, steps: int = defaults.STEP
     """Chunk 0 of held-out world clips (the demo's first chunk) against the same kind of answers as
     :func:`chunk0_quality`. ``empty`` is the scene without the dancer under the true camera, which
     knows the pan a model has to infer from the pose alone, so it is a ceiling for the background
-    rather than a copy a model could make; ``reference`` is the reference image held."""
+    rather than a copy a model could make; ``first_view`` is the empty scene as the reference shows
+    it, held (no dancer, no pan: what a model gets that neither draws the dancer nor follows the
+    camera); ``reference`` is the reference image held."""
     _check_count(offset + sequences, WorldConfig().split_size("test"), "world (with the offset)")
     mc = be.config
     f = mc.frames
@@ -194,6 +197,7 @@ def world_chunk0(be: TinyBackend, sequences: int = 8, steps: int = defaults.STEP
             "vae": region_psnr(vae, gt, ones), "vae_figure": region_psnr(vae, gt, fig),
             "reference": region_psnr(ref, gt, ones), "reference_figure": region_psnr(ref, gt, fig),
             "empty": region_psnr(empty, gt, ones), "empty_figure": region_psnr(empty, gt, fig),
+            "first_view": region_psnr(np.broadcast_to(seq.first_view(), gt.shape), gt, ones),
             "iou": mask_iou(drawn_figure(out, empty), fig), "wrong_pose_iou": mask_iou(drawn_figure(wrong, empty), fig),
         })  # fmt: skip
     res = {"sequences": sequences, "offset": offset, "steps": steps, **{k: _mean(rows, k) for k in rows[0]}}
