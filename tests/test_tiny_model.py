@@ -80,6 +80,8 @@ def test_demo_threads_can_be_chosen_and_the_world_is_the_default(tmp_path):
     assert s["scene"] == "world" and s["threads"] == 1 and s["thread_timing_s"] == {}
     with pytest.raises(ValueError, match="--threads must be at least 1"):
         run_demo(seconds=2, out_dir=tmp_path, steps=1, quiet=True, threads=0)
+    with pytest.raises(ValueError, match="gives no frame"):
+        run_demo(seconds=0, out_dir=tmp_path, steps=1, quiet=True, threads=1)
 
 
 def test_the_demo_command_runs_the_world_unless_told_still(tmp_path, capsys):

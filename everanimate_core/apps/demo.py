@@ -134,6 +134,8 @@ def run_demo(
         torch.set_num_threads(threads)
         thread_times = {}
     total = int(round(seconds * mc.fps))
+    if total < 1:
+        raise ConfigError(f"--seconds {seconds:g} gives no frame at {mc.fps:g} fps; ask for at least {1 / mc.fps:g} s.")
     make = make_world_sequence if world else make_sequence
     seq = make(index, "test", mc.height, mc.width, mc.fps)
     reference = seq.reference()
