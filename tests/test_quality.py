@@ -310,6 +310,13 @@ def test_world_chunk0_scores_a_copy_as_a_copy_that_ignores_the_pose(tiny):
     assert r["empty"] > r["first_view"], r  # the camera pans in chunk 0: the first view held falls behind
 
 
+def test_world_chunk0_takes_the_other_pose_inside_the_split(tiny):
+    r = world_chunk0(CopyReference(tiny), sequences=1, steps=1, offset=199)  # the other pose is clip 0
+    assert r["offset"] == 199 and r["iou"] == pytest.approx(r["wrong_pose_iou"]), r
+    with pytest.raises(ConfigError, match="between 1 and 200"):
+        world_chunk0(tiny, sequences=2, offset=199)
+
+
 def test_the_output_follows_the_pose_on_world_clips(tiny):
     # v2 on these 4 clips at 10 steps: IoU 0.137 with its own pose, 0.060 with another's
     r = world_chunk0(tiny, sequences=4, steps=10)

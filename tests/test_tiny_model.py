@@ -84,7 +84,7 @@ def test_demo_threads_can_be_chosen_and_the_world_is_the_default(tmp_path):
         run_demo(seconds=0, out_dir=tmp_path, steps=1, quiet=True, threads=1)
 
 
-def test_the_demo_command_runs_the_world_unless_told_still(tmp_path, capsys):
+def test_the_demo_command_runs_the_world_unless_told_still(tmp_path):
     import json
 
     from everanimate_core.apps.demo import main as demo_main

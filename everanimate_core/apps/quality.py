@@ -176,14 +176,16 @@ def world_chunk0(be: TinyBackend, sequences: int = 8, steps: int = defaults.STEP
     rather than a copy a model could make; ``first_view`` is the empty scene as the reference shows
     it, held (no dancer, no pan: what a model gets that neither draws the dancer nor follows the
     camera); ``reference`` is the reference image held."""
-    _check_count(offset + sequences, WorldConfig().split_size("test"), "world (with the offset)")
+    size = WorldConfig().split_size("test")
+    _check_count(offset + sequences, size, "world (with the offset)")
     mc = be.config
     f = mc.frames
     loop = ChunkLoop(be, AnimationSettings(chunk=mc.chunk_settings, steps=steps))
     rows = []
     for i in range(offset, offset + sequences):
         seq = make_world_sequence(i, "test", mc.height, mc.width, mc.fps)
-        other = make_world_sequence(offset + (i - offset + 1) % max(2, sequences), "test", mc.height, mc.width, mc.fps)
+        j = offset + (i - offset + 1) % sequences if sequences > 1 else (i + 1) % size  # another clip's pose
+        other = make_world_sequence(j, "test", mc.height, mc.width, mc.fps)
         gt, fig = seq.render(0, f)
         empty = seq.empty_frames(0, f)
         ref = np.broadcast_to(seq.reference(), gt.shape)
