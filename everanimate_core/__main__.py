@@ -10,6 +10,7 @@ commands:
   demo         render a minute of animation of a held-out dancer with EverAnimate-Tiny
   train-tiny   retrain EverAnimate-Tiny on SynthDance (CPU, seeded)
   train        LoRA post-training of EverAnimate-Tiny: stage 1 (latent memory) or 2 (restorative)
+  rollouts     the loop's own memory on world training clips, as LoRA training windows
   bench        benchmarks: loop overhead, memory growth, VAE round trips, drift (see --help)
 """
 
@@ -32,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         from .tiny.train_rfm import main as rfm_main
 
         rfm_main(rest)
+    elif cmd == "rollouts":
+        from .tiny.loop_bank import main as rollouts_main
+
+        rollouts_main(rest)
     elif cmd == "bench":
         from .apps.bench import main as bench_main
 

@@ -122,6 +122,26 @@ def test_finished_runs_are_cached_and_reused(tmp_path):
     assert other["meta"]["runs_computed"] == 1
 
 
+def test_an_earlier_results_file_joins_the_tables_only_for_the_same_clips_horizon_and_steps(tmp_path):
+    out = tmp_path / "docs"
+    first = bench_drift(sequences=1, seconds=90, steps=1, variants=("b",), workers=1, out_dir=out, log=lambda m: None)
+    stored = out / "drift_results.json"
+    both = bench_drift(sequences=1, seconds=90, steps=1, variants=("c",), workers=1, out_dir=tmp_path / "more",
+                       reuse=stored, log=lambda m: None)
+    assert list(both["summary"]) == ["b", "c"] and both["meta"]["runs_computed"] == 1
+    assert both["summary"]["b"]["scores"] == first["summary"]["b"]["scores"]
+    assert {k: m for k, (m, _) in both["summary"]["b"]["mean_ci"].items()} == \
+        {k: m for k, (m, _) in first["summary"]["b"]["mean_ci"].items()}
+    assert "(b) are the scores stored in" in both["table"] and "(c) vs (b)" not in both["table"]
+    assert "| (d) vs (c) |" not in both["table"]
+    for kwargs, what in (({"steps": 2}, "steps 1 there, 2 here"), ({"world": True}, "scene 'plain' there")):
+        with pytest.raises(ConfigError, match=what):
+            bench_drift(**{"sequences": 1, "seconds": 90, "steps": 1, "variants": ("c",), "out_dir": None,
+                           "reuse": stored, **kwargs})
+    with pytest.raises(ConfigError, match="no such results file"):
+        bench_drift(sequences=1, seconds=90, steps=1, variants=("c",), out_dir=None, reuse=tmp_path / "none.json")
+
+
 def test_world_requests_outside_the_split_or_a_lora_folder_outside_its_base_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="holds 200 clips"):
         bench_drift(sequences=20, offset=190, world=True, variants=("a",), out_dir=None)

@@ -64,6 +64,10 @@ VARIANTS: dict[str, Variant] = {
         Variant("d", "PLP + RFM LoRA", lora="rfm"),
         Variant("e", "PLP + RFM LoRA, alpha = 0", lora="rfm_alpha0"),
         Variant("f", "d + inference anchor restoration", lora="rfm", restoration=True),
+        # docs/drift.md, "The loop's own memory in LoRA training": half the windows carry the (c)
+        # loop's own anchors and motion latent (tiny/loop_bank.py)
+        Variant("c+-loop", "stage-1 LoRA, half its windows with the loop's memory", lora="plp_loop"),
+        Variant("d-loop", "RFM LoRA, half its windows with the loop's memory", lora="rfm_loop"),
     )
 }
 
@@ -297,6 +301,9 @@ def markdown_table(summary: dict, meta: dict) -> str:
         + (f"Wall time {meta['wall_s']:.0f} s with {meta['workers']} worker(s) for the {meta.get('runs_computed', '?')} "
            f"runs computed in this call; " if meta.get("runs_computed", 1) else "")
         + (f"{meta['runs_reused']} runs reused from the cache; " if meta.get("runs_reused") else "")
+        + (f"variants {', '.join('(' + v + ')' for v in meta['reused_from']['variants'])} are the scores stored in "
+           f"`{meta['reused_from']['path']}` (the same clips, horizon, steps and chunk seeds); "
+           if meta.get("reused_from") else "")
         + f"one run took {meta.get('run_s_mean', float('nan')):.1f} s on one thread on average "
         f"({meta.get('run_s_total', float('nan')):.0f} s in all).",
         "",
@@ -322,7 +329,8 @@ def markdown_table(summary: dict, meta: dict) -> str:
         lines.append("")
     lines += ["## Relative gains (paired bootstrap 95 % interval)", "",
               "| comparison | horizon | PSNR gain % | SSIM gain % | paper (PSNR / SSIM) |", "|---|---|---|---|---|"]
-    pairs = ([("c", "a"), ("d", "c+"), ("d", "e"), ("f", "d"), ("d", "a")] if world else
+    pairs = ([("c", "a"), ("d", "c+"), ("d", "e"), ("f", "d"), ("d", "a"), ("d-loop", "d"), ("d-loop", "c+-loop"),
+              ("c+-loop", "c+"), ("d-loop", "c+"), ("d-loop", "a")] if world else
              [("d", "a"), ("d", "b"), ("d", "c"), ("d", "c+"), ("d", "e"), ("f", "d"), ("c", "a")])
     for ours, base in pairs:
         if ours not in summary or base not in summary:
@@ -446,6 +454,7 @@ def bench_drift(
     cache_dir: Path | None = None,
     world: bool = False,
     offset: int = 0,
+    reuse: Path | None = None,
 ) -> dict:
     """Run the benchmark; writes drift_results.md/.json and drift_psnr.svg to ``out_dir``
     (``drift_world_results.*`` and ``drift_world_psnr.svg`` for the world).
@@ -455,7 +464,8 @@ def bench_drift(
     ``lora`` folder) names the base model too: the folder around it. With ``cache_dir`` every
     finished (variant, sequence) run is kept there
     and reused by a later call with the same horizon, steps and weights, so an interrupted
-    benchmark resumes."""
+    benchmark resumes. ``reuse``: an earlier results JSON of the same clips, horizon and steps; its
+    variants that this call does not run join the tables (their per-clip scores, paired by clip)."""
     if variants is None:
         variants = WORLD_VARIANTS if world else tuple(VARIANTS)
     lora_dir = Path(LORA_DIR if lora_dir is None else lora_dir)
@@ -511,7 +521,12 @@ def bench_drift(
 
     mc = TinyModelConfig.load(base_weights(lora_dir) / CONFIG_FILE)  # the benchmarked model's frame rate and chunks
     runs.sort(key=lambda r: (list(VARIANTS).index(r["variant"]), r["index"]))
-    summary = summarize(runs, mc.fps)
+    summary = summarize(runs, mc.fps) if runs else {}
+    reused = {}
+    if reuse is not None:
+        reused = reused_variants(reuse, "world" if world else "plain", offset, sequences, seconds, steps, set(variants))
+        summary.update(reused)
+        summary = {k: summary[k] for k in VARIANTS if k in summary}
     plan = plan_for_driving(int(seconds * mc.fps), mc.chunk_settings, None, "pingpong")
     meta = {"command": command, "scene": "world" if world else "plain", "offset": offset,
             "sequences": sequences, "seconds": seconds, "fps": mc.fps, "frames": int(seconds * mc.fps),
@@ -519,6 +534,8 @@ def bench_drift(
             "variants": list(variants), "runs_reused": len(runs) - len(tasks), "runs_computed": len(tasks),
             "run_s_mean": float(np.mean([r.get("run_s", float("nan")) for r in runs])),
             "run_s_total": float(np.sum([r.get("run_s", float("nan")) for r in runs]))}
+    if reused:
+        meta["reused_from"] = {"path": str(reuse), "variants": list(reused)}
     if world:
         from ..tiny.backend import load_tiny
         from .quality import motion_probe
@@ -537,6 +554,29 @@ def bench_drift(
     return {"meta": meta, "summary": summary, "table": table}
 
 
+def reused_variants(path: Path, scene: str, offset: int, sequences: int, seconds: int, steps: int,
+                    skip: set[str]) -> dict:
+    """The variants of an earlier results JSON, for tables beside this call's runs; refused unless it
+    scored the same clips, horizon and steps (the scores are paired clip by clip)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"--reuse {path}: no such results file (a drift_*_results.json of an earlier run).")
+    stored = json.loads(path.read_text())
+    m = stored["meta"]
+    want = {"scene": scene, "offset": offset, "sequences": sequences, "seconds": seconds, "steps": steps}
+    diff = [f"{k} {m.get(k, 0 if k == 'offset' else None)!r} there, {v!r} here" for k, v in want.items()
+            if m.get(k, 0 if k == "offset" else None) != v]
+    if diff:
+        raise ConfigError(f"--reuse {path} scored other runs ({'; '.join(diff)}); its scores cannot be paired with these.")
+    out = {}
+    for k, v in stored["variants"].items():
+        if k in skip or k not in VARIANTS:
+            continue
+        out[k] = {"scores": v["scores"], "psnr_curve": v["psnr_curve"],
+                  "mean_ci": {name: mean_ci(s) for name, s in v["scores"].items()}}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="everanimate_core bench drift", description=__doc__.split("\n\n")[0])
     p.add_argument("--sequences", type=int, default=20)
@@ -548,6 +588,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--world", action="store_true", help="clips of the stateful world (the v2 set-up of docs/drift.md)")
     p.add_argument("--offset", type=int, default=0, help="first test sequence (other held-out sequences)")
     p.add_argument("--out", default=str(DOCS_DIR), help="where the table, JSON and plot go")
+    p.add_argument("--reuse", default=None,
+                   help="an earlier results JSON of the same clips: its other variants join the tables")
     p.add_argument("--cache", default="outputs/drift_cache",
                    help="keep every finished run here and reuse it (resume); '' to disable")
     a = p.parse_args(argv)
@@ -555,5 +597,6 @@ def main(argv: list[str] | None = None) -> None:
     variants = None if a.variants is None else tuple(v for v in a.variants.split(",") if v)
     res = bench_drift(a.sequences, a.seconds, a.steps, variants, a.workers,
                       None if a.lora_dir is None else Path(a.lora_dir), Path(a.out), cmd,
-                      cache_dir=Path(a.cache) if a.cache else None, world=a.world, offset=a.offset)
+                      cache_dir=Path(a.cache) if a.cache else None, world=a.world, offset=a.offset,
+                      reuse=None if a.reuse is None else Path(a.reuse))
     print(res["table"])

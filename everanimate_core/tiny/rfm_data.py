@@ -49,6 +49,11 @@ class DataConfig:
     # memory window.
     world_sequences: int = 0
     world_span_s: float = 80.0
+    # Windows of the loop's own memory (tiny/loop_bank.py): with p loop_p a draw takes the anchors
+    # and motion latent the (c) loop carried into a chunk of a world training clip, and that
+    # chunk's true latents as the target (docs/drift.md, "The loop's own memory in LoRA training").
+    loop_bank: str | None = None
+    loop_p: float = 0.0
 
     def __post_init__(self) -> None:
         if self.space not in DEGRADE_SPACES:
@@ -57,11 +62,18 @@ class DataConfig:
             raise ConfigError("sequences and batch must be >= 1.")
         if self.world_sequences < 0 or self.world_span_s <= 0:
             raise ConfigError("world_sequences must be >= 0 and world_span_s > 0.")
+        if not 0.0 <= self.loop_p <= 1.0:
+            raise ConfigError(f"loop_p is a probability in [0, 1]; got {self.loop_p}.")
+        if (self.loop_bank is None) != (self.loop_p == 0.0):
+            raise ConfigError("--loop-bank and --loop-p go together: a rollout bank needs a share of windows > 0, "
+                              "and a share needs a bank (make one with `python -m everanimate_core rollouts`).")
 
     def as_dict(self) -> dict:
         d = asdict(self)
         if not self.world_sequences:  # plain banks keep the fingerprint of earlier run folders
             d.pop("world_sequences"), d.pop("world_span_s")
+        if self.loop_bank is None:  # as do banks without the loop's windows
+            d.pop("loop_bank"), d.pop("loop_p")
         return d
 
 
@@ -86,8 +98,14 @@ class TinyRFMData:
     """The encoded bank and a batch sampler (see the module docstring)."""
 
     def __init__(self, vae, mc: TinyModelConfig, cfg: DataConfig, degrade: DegradeConfig = DegradeConfig(),
-                 length: int | None = None):
+                 length: int | None = None, weights_dir=None):
         self.mc, self.cfg = mc, cfg
+        self.loop = None
+        if cfg.loop_bank is not None:
+            from .backend import WEIGHTS_DIR
+            from .loop_bank import load_rollouts
+
+            self.loop = load_rollouts(cfg.loop_bank, mc.__dict__, WEIGHTS_DIR if weights_dir is None else weights_dir)
         f, stride = mc.frames, mc.chunk_settings.stride
         length = f + stride if length is None else length
         check_sequence_length(length, mc)
@@ -148,30 +166,46 @@ class TinyRFMData:
         """Each frame encoded on its own: [F, C, h, w] (frame index first for easy picking)."""
         return vae.encode(_video(frames01).permute(2, 1, 0, 3, 4))[:, :, 0]
 
-    def next_batch(self, gen: torch.Generator) -> TrainingBatch:
+    def _loop_window(self, gen: torch.Generator):
+        """A window of the loop's own memory: (anchors, motion, clean target, degraded target, pose)."""
+        L = self.loop
+        w = int(torch.randint(L["x0"].shape[0], (1,), generator=gen))
+        j = int(torch.randint(L["x0_aug"].shape[1], (1,), generator=gen))
+        return L["anchors"][w], L["motion"][w], L["x0"][w], L["x0_aug"][w, j], L["pose"][w]
+
+    def _bank_window(self, gen: torch.Generator):
+        """A window of the bank, the release's way: (anchors, motion, clean target, degraded target, pose)."""
         d, mc, cfg = self.data, self.mc, self.cfg
         n, k, f = d["a"].shape[0], mc.anchors, mc.frames
+        i = int(torch.randint(n, (1,), generator=gen))
+        j = int(torch.randint(cfg.degrade_draws, (1,), generator=gen))
+        r_first, r_prev, r_aff = (float(v) for v in torch.rand(3, generator=gen))
+        m = int(torch.randint(cfg.affine_draws, (1,), generator=gen))
+        idx = torch.randperm(f - 1, generator=gen)[: k - 1] + 1
+        ref = d["ref"][i]
+        if r_first < cfg.first_chunk_p and bool(self.fresh[i]):
+            anchors, motion = ref.repeat(1, k, 1, 1), None
+            x0, x0d, pose = d["a"][i], d["a_aug"][i, j], d["pose_a"][i]
+        else:
+            if r_prev < cfg.anchor_from_prev_p:
+                aff = r_aff < cfg.affine_p
+                singles = d["singles_aff"][i, m] if aff else d["singles"][i]
+                r = d["ref_aff"][i, m] if aff else ref
+                anchors = torch.cat([singles[idx].permute(1, 0, 2, 3), r], dim=1)
+            else:
+                anchors = ref.repeat(1, k, 1, 1)
+            motion = d["a"][i][:, -1:]
+            x0, x0d, pose = d["b"][i], d["b_aug"][i, j], d["pose_b"][i]
+        return anchors, motion, x0, x0d, pose
+
+    def next_batch(self, gen: torch.Generator) -> TrainingBatch:
+        cfg, k = self.cfg, self.mc.anchors
         xs, xds, ys, poses = [], [], [], []
         for _ in range(cfg.batch):
-            i = int(torch.randint(n, (1,), generator=gen))
-            j = int(torch.randint(cfg.degrade_draws, (1,), generator=gen))
-            r_first, r_prev, r_aff = (float(v) for v in torch.rand(3, generator=gen))
-            m = int(torch.randint(cfg.affine_draws, (1,), generator=gen))
-            idx = torch.randperm(f - 1, generator=gen)[: k - 1] + 1
-            ref = d["ref"][i]
-            if r_first < cfg.first_chunk_p and bool(self.fresh[i]):
-                anchors, motion = ref.repeat(1, k, 1, 1), None
-                x0, x0d, pose = d["a"][i], d["a_aug"][i, j], d["pose_a"][i]
+            if self.loop is not None and float(torch.rand((), generator=gen)) < cfg.loop_p:
+                anchors, motion, x0, x0d, pose = self._loop_window(gen)
             else:
-                if r_prev < cfg.anchor_from_prev_p:
-                    aff = r_aff < cfg.affine_p
-                    singles = d["singles_aff"][i, m] if aff else d["singles"][i]
-                    r = d["ref_aff"][i, m] if aff else ref
-                    anchors = torch.cat([singles[idx].permute(1, 0, 2, 3), r], dim=1)
-                else:
-                    anchors = ref.repeat(1, k, 1, 1)
-                motion = d["a"][i][:, -1:]
-                x0, x0d, pose = d["b"][i], d["b_aug"][i, j], d["pose_b"][i]
+                anchors, motion, x0, x0d, pose = self._bank_window(gen)
             cond, mask, _ = build_condition(anchors, motion, x0.shape[1])
             ys.append(model_input_condition(cond, mask))
             xs.append(torch.cat([anchors, x0], dim=1))

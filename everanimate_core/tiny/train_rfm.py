@@ -48,7 +48,7 @@ def train_tiny_lora(
     dit = be.dit
     add_lora(dit, spec)
     t = time.perf_counter()
-    data = TinyRFMData(be.vae, be.config, data_cfg)
+    data = TinyRFMData(be.vae, be.config, data_cfg, weights_dir=weights_dir)
     bank_s = time.perf_counter() - t
     config = {"model": "everanimate-tiny", "model_config": be.config.__dict__, "data": data_cfg.as_dict(),
               "lora": spec.as_dict()}
@@ -93,6 +93,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sequences", type=int, default=192)
     p.add_argument("--world-sequences", type=int, default=0,
                    help="clips of the stateful world beside the plain ones (as the v2 base was trained)")
+    p.add_argument("--loop-bank", default=None,
+                   help="rollout bank (`python -m everanimate_core rollouts`): windows of the loop's own memory")
+    p.add_argument("--loop-p", type=float, default=0.0, help="share of batch draws taken from --loop-bank")
     p.add_argument("--rank", type=int, default=32)
     p.add_argument("--targets", default=",".join(TINY_TARGETS))
     p.add_argument("--seed", type=int, default=0)
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
                              weighting=not a.no_weighting, slots=a.slots)
     loop = LoopConfig(steps=a.steps, lr=a.lr, seed=a.seed, checkpoint_every=a.checkpoint_every)
     data_cfg = DataConfig(sequences=a.sequences, batch=a.batch, seed=a.seed, space=a.degrade_space,
-                          world_sequences=a.world_sequences)
+                          world_sequences=a.world_sequences, loop_bank=a.loop_bank, loop_p=a.loop_p)
     spec = LoraSpec(rank=a.rank, targets=tuple(t for t in a.targets.split(",") if t))
     s = train_tiny_lora(a.out, objective, loop, data_cfg, spec, a.weights, not a.no_progress, a.stop_after)
     print(json.dumps(s, indent=1))
