@@ -66,6 +66,7 @@ def rollout_clip(be, index: int, cfg: RolloutConfig) -> dict[str, torch.Tensor]:
     from ..pipeline import AnimationSettings, ChunkLoop, ChunkOutput, LoopHooks, RunInputs
     from ..plan import plan_for_driving
     from ..training.degrade import DegradeConfig, degrade_pixels, draw_params, unit_frames
+    from .rfm_data import _video as video
     from .vae import frames_to_tensor
     from .world import make_world_sequence
 
@@ -93,7 +94,6 @@ def rollout_clip(be, index: int, cfg: RolloutConfig) -> dict[str, torch.Tensor]:
         for c in range(1, cfg.chunks + 1):
             start = plan.chunks[c].start
             frames = unit_frames(seq.frames(start, start + f))
-            video = lambda x: (x * 2 - 1).permute(1, 0, 2, 3)[None]  # noqa: E731
             out["x0"].append(vae.encode(video(frames))[0])
             out["x0_aug"].append(torch.stack([vae.encode(video(degrade_pixels(frames, draw_params(gen, degrade))))[0]
                                               for _ in range(cfg.degrade_draws)]))
