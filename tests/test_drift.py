@@ -138,6 +138,13 @@ def test_an_earlier_results_file_joins_the_tables_only_for_the_same_clips_horizo
         with pytest.raises(ConfigError, match=what):
             bench_drift(**{"sequences": 1, "seconds": 90, "steps": 1, "variants": ("c",), "out_dir": None,
                            "reuse": stored, **kwargs})
+    # on the world, the base model's zero-motion probe comes with the reused file, said so in the gate
+    w = bench_drift(sequences=1, seconds=90, steps=1, variants=("a",), workers=1, out_dir=tmp_path / "w",
+                    world=True, log=lambda m: None)
+    w2 = bench_drift(sequences=1, seconds=90, steps=1, variants=("c",), workers=1, out_dir=None, world=True,
+                     reuse=tmp_path / "w" / "drift_world_results.json", log=lambda m: None)
+    assert w2["meta"]["probe"]["zero_motion_cost"] == w["meta"]["probe"]["zero_motion_cost"]
+    assert "measured by the run of" in w2["table"] and list(w2["summary"]) == ["a", "c"]
     with pytest.raises(ConfigError, match="no such results file"):
         bench_drift(sequences=1, seconds=90, steps=1, variants=("c",), out_dir=None, reuse=tmp_path / "none.json")
 

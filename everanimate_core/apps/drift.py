@@ -369,7 +369,8 @@ def gates(summary: dict, meta: dict) -> dict[str, tuple[bool, str]]:
         out[f"zero-motion probe costs >= {GATE_PROBE_DB:g} dB"] = (
             cost >= GATE_PROBE_DB,
             f"{probe['true_motion']:.2f} dB with the motion latent, {probe['zero_motion']:.2f} dB with zeros: "
-            f"{cost:+.2f} dB ({probe['sequences']} clips, chunk {probe['probe_chunk']})",
+            f"{cost:+.2f} dB ({probe['sequences']} clips, chunk {probe['probe_chunk']}"
+            + (f"; measured by the run of `{probe['from']}`)" if probe.get("from") else ")"),
         )
     if "a" in summary:
         first = summary["a"]["mean_ci"]["psnr@10"][0]
@@ -536,7 +537,10 @@ def bench_drift(
             "run_s_total": float(np.sum([r.get("run_s", float("nan")) for r in runs]))}
     if reused:
         meta["reused_from"] = {"path": str(reuse), "variants": list(reused)}
-    if world:
+    if world and reuse is not None and "probe" in json.loads(Path(reuse).read_text())["meta"]:
+        # a property of the base model on the same clips and steps: the reused file measured it
+        meta["probe"] = {**json.loads(Path(reuse).read_text())["meta"]["probe"], "from": str(reuse)}
+    elif world:
         from ..tiny.backend import load_tiny
         from .quality import motion_probe
 
