@@ -191,3 +191,21 @@ def test_a_short_world_run_scores_the_scene_state_with_a_seed_per_clip():
     table = markdown_table(summary, meta)
     assert "revealed-plate PSNR" in table and "zero-motion probe costs >= 3 dB: **passed**" in table
     assert "(a) loses >= 1 dB" in table
+
+
+def test_every_variant_s_lora_ships_with_the_package_finished_and_in_the_released_format():
+    import json
+
+    from safetensors.torch import load_file
+
+    from everanimate_core.infra.lora import parse_lora_state_dict
+
+    for v in VARIANTS.values():
+        if v.lora is None:
+            continue
+        path = LORA_DIR / f"{v.lora}.safetensors"
+        assert path.is_file(), f"variant ({v.key}) needs {path.name}, which the package does not ship"
+        lf = parse_lora_state_dict(load_file(str(path)))
+        assert lf.modules and lf.format == "released", f"{path.name}: {len(lf.modules)} modules, format {lf.format}"
+        summary = json.loads((LORA_DIR / f"{v.lora}.json").read_text())
+        assert summary["steps_done"] == summary["loop"]["steps"], f"{path.name} is an unfinished training"
