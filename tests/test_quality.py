@@ -322,3 +322,19 @@ def test_the_output_follows_the_pose_on_world_clips(tiny):
     r = world_chunk0(tiny, sequences=4, steps=10)
     assert r["iou"] > r["wrong_pose_iou"] + POSE_IOU_GAIN, r
     assert r["model_figure"] > r["empty_figure"] + 1.0, r  # it draws a dancer where the dancer is
+
+
+def test_bench_quality_merges_a_lora_and_says_so(capsys):
+    from everanimate_core.apps.quality import apply_lora, main
+    from everanimate_core.tiny.backend import WEIGHTS_DIR, load_tiny
+
+    lora = WEIGHTS_DIR / "lora" / "rfm.safetensors"
+    be = load_tiny()
+    before = {n: p.detach().clone() for n, p in be.dit.named_parameters()}
+    assert apply_lora(be, lora) == str(lora)
+    changed = [n for n, p in be.dit.named_parameters() if not torch.equal(p, before[n])]
+    assert changed and all(any(t in n for t in ("qkv", ".o.", "ffn")) for n in changed), changed[:5]
+    with pytest.raises(ConfigError, match="No LoRA file"):
+        apply_lora(be, lora.with_name("none.safetensors"))
+    main(["--lora", str(lora), "--sequences", "0", "--world", "0"])
+    assert json.loads(capsys.readouterr().out) == {"lora": str(lora)}
