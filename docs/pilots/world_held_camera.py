@@ -38,11 +38,11 @@ def main() -> None:
     hold_s = float(sys.argv[1]) if len(sys.argv) > 1 else 4.0
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 8
     world.WorldSequence._view_centre = held_camera(hold_s)
+    be = load_tiny(None)
     off_centre = []
     for i in range(n):
         seq = world.make_world_sequence(i, "test")
-        off_centre.append(round(float(np.abs(seq.center_x(0, 33) - 0.5).max()), 3))
-    be = load_tiny(None)
+        off_centre.append(round(float(np.abs(seq.center_x(0, be.config.frames) - 0.5).max()), 3))
     out = {
         "hold_s": hold_s,
         "dancer_max_off_centre_chunk0": off_centre,
