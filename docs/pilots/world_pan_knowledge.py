@@ -6,7 +6,9 @@ of the world training clips: ``control`` renders the world as it is (the camera 
 with a lag the pose shows only indirectly); ``held`` holds the camera still for chunk 0 (the
 pilot world of world_held_camera.py), so in its training chunk 0 of a world clip never pans.
 Both are then measured on chunk 0 of world test clips with the camera held, and on the plain
-world and the still scene as checks. The question, the settings and what each outcome would mean
+world and the still scene as checks. A third arm, ``fixed_lag``, keeps the pan but gives every clip
+the same camera follow time constant, so the pan can be read from the pose exactly; it is measured
+on clips of that world. The question, the settings and what each outcome would mean
 were written in docs/tiny_v2.md ("Pilot: does knowing the pan remove the world blur?") before it ran.
 
     OMP_NUM_THREADS=1 python docs/pilots/world_pan_knowledge.py train control runs/pan_control
@@ -48,12 +50,33 @@ def chunk0_hold_s(fps: float, frames: int) -> float:
     return (frames - 1) / fps
 
 
+FIXED_LAG_S = 2.0
+
+
+def fixed_lag(lag_s: float = FIXED_LAG_S):
+    """The world's camera with one follow time constant for every clip (the world draws it from
+    1.5-2.5 s), so the pan is the integral of the dancer's offset in the pose over that constant."""
+    steady = world.WorldSequence._view_centre
+
+    def view_centre(self, t):
+        drawn, self.lag = self.lag, lag_s
+        try:
+            return steady(self, t)
+        finally:
+            self.lag = drawn
+
+    return view_centre
+
+
+CAMERAS = {"as_is": None, "held": lambda mc: held_camera(chunk0_hold_s(mc.fps, mc.frames)), "fixed_lag": lambda mc: fixed_lag()}
+
+
 def train(arm: str, out: Path, steps: int) -> None:
     be = load_tiny(None)
     mc = be.config
     steady = world.WorldSequence._view_centre
-    if arm == "held":
-        world.WorldSequence._view_centre = held_camera(chunk0_hold_s(mc.fps, mc.frames))
+    if arm != "control":
+        world.WorldSequence._view_centre = CAMERAS[arm](mc)
     cfg = replace(train_tiny.v2_config(SEED), world_fresh_p=1.0, base_steps=steps, memory_steps=0, lr=LR)
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
@@ -88,20 +111,23 @@ def per_clip(be, clips: int) -> dict:
 def evaluate(weights: str, clips: int) -> dict:
     be = load_tiny(None if weights == "shipped" else weights)
     steady = world.WorldSequence._view_centre
-    world.WorldSequence._view_centre = held_camera(chunk0_hold_s(be.config.fps, be.config.frames))
-    try:
-        held = per_clip(be, clips)
-    finally:
-        world.WorldSequence._view_centre = steady
-    return {"weights": weights, "held_camera_chunk0": held, "world_chunk0": per_clip(be, clips),
-            "still_chunk0": quality.chunk0_quality(be, 8)}  # fmt: skip
+    res = {"weights": weights}
+    for camera, make in CAMERAS.items():
+        if make is not None:
+            world.WorldSequence._view_centre = make(be.config)
+        try:
+            res[f"{camera}_chunk0"] = per_clip(be, clips)
+        finally:
+            world.WorldSequence._view_centre = steady
+    res["still_chunk0"] = quality.chunk0_quality(be, 8)
+    return res
 
 
 def compare(a: dict, b: dict, draws: int = 10000) -> dict:
     """Paired differences b - a per clip with a 95 % bootstrap interval over clips (seed 0)."""
     rng = np.random.default_rng(0)
     out = {"a": a["weights"], "b": b["weights"]}
-    for part in ("held_camera_chunk0", "world_chunk0"):
+    for part in [f"{c}_chunk0" for c in CAMERAS if f"{c}_chunk0" in a and f"{c}_chunk0" in b]:
         for key in ("model", "model_figure", "model_background"):
             d = np.asarray(b[part]["per_clip"][key]) - np.asarray(a[part]["per_clip"][key])
             boot = d[rng.integers(len(d), size=(draws, len(d)))].mean(axis=1)
@@ -114,7 +140,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train")
-    t.add_argument("arm", choices=("control", "held"))
+    t.add_argument("arm", choices=("control", "held", "fixed_lag"))
     t.add_argument("out", type=Path)
     t.add_argument("--steps", type=int, default=STEPS)
     e = sub.add_parser("eval")
