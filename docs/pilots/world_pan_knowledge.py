@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from world_held_camera import held_camera  # noqa: E402
 
 from everanimate_core.apps import quality  # noqa: E402
+from everanimate_core.apps.drift import paired_diff  # noqa: E402
 from everanimate_core.tiny import train_tiny, world  # noqa: E402
 from everanimate_core.tiny.backend import CONFIG_FILE, DIT_FILE, VAE_FILE, WEIGHTS_DIR, load_tiny  # noqa: E402
 
@@ -80,8 +81,10 @@ def train(arm: str, out: Path, steps: int) -> None:
     cfg = replace(train_tiny.v2_config(SEED), world_fresh_p=1.0, base_steps=steps, memory_steps=0, lr=LR)
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    bank = train_tiny.render_bank(cfg, mc, length=mc.frames + mc.chunk_settings.stride)
-    world.WorldSequence._view_centre = steady
+    try:
+        bank = train_tiny.render_bank(cfg, mc, length=mc.frames + mc.chunk_settings.stride)
+    finally:
+        world.WorldSequence._view_centre = steady
     be.vae.eval()
     data = train_tiny.encode_windows(be.vae, bank, mc)
     del bank
@@ -123,16 +126,16 @@ def evaluate(weights: str, clips: int) -> dict:
     return res
 
 
-def compare(a: dict, b: dict, draws: int = 10000) -> dict:
-    """Paired differences b - a per clip with a 95 % bootstrap interval over clips (seed 0)."""
-    rng = np.random.default_rng(0)
+def compare(a: dict, b: dict, resamples: int = 10000) -> dict:
+    """Paired differences b - a per clip with a 95 % bootstrap interval over clips (the drift
+    bench's ``paired_diff``, seed 0)."""
     out = {"a": a["weights"], "b": b["weights"]}
     for part in [f"{c}_chunk0" for c in CAMERAS if f"{c}_chunk0" in a and f"{c}_chunk0" in b]:
         for key in ("model", "model_figure", "model_background"):
-            d = np.asarray(b[part]["per_clip"][key]) - np.asarray(a[part]["per_clip"][key])
-            boot = d[rng.integers(len(d), size=(draws, len(d)))].mean(axis=1)
-            out[f"{part}.{key}"] = {"mean": round(float(d.mean()), 2), "ci95": [round(float(np.percentile(boot, q)), 2) for q in (2.5, 97.5)],
-                                    "clips_up": int((d > 0).sum()), "clips": len(d)}  # fmt: skip
+            ours, base = b[part]["per_clip"][key], a[part]["per_clip"][key]
+            mean, lo, hi = paired_diff(ours, base, seed=0, resamples=resamples)
+            out[f"{part}.{key}"] = {"mean": round(mean, 2), "ci95": [round(lo, 2), round(hi, 2)],
+                                    "clips_up": int((np.asarray(ours) > np.asarray(base)).sum()), "clips": len(ours)}  # fmt: skip
     return out
 
 
@@ -160,5 +163,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()
