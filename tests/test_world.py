@@ -205,6 +205,40 @@ def test_camera_is_the_lagged_dancer_position(seq: w.WorldSequence):
     np.testing.assert_allclose(dv, (u - v) / seq.lag, atol=2e-3)
 
 
+def test_default_world_keeps_its_fingerprint():
+    """``still_s`` at 0 stays out of the hash: run folders and results of the world as it was
+    (before the field) still match it."""
+    assert w.WorldConfig().fingerprint() == "63618ac90afd8ca8"
+    assert w.WorldConfig(still_s=4.0).fingerprint() != w.WorldConfig().fingerprint()
+
+
+STILL_S = 4.0
+
+
+@pytest.mark.parametrize("index", [0, 1, 7])
+def test_still_start_holds_the_view_then_follows_from_rest(index: int):
+    """With ``still_s``: the view, the slow travel and the panel hold until still_s (the frames
+    there differ only by the dancer's wander and the prop), then the camera obeys the lag ODE from
+    its first view, continuously, and pans."""
+    cfg = w.WorldConfig(still_s=STILL_S)
+    s = w.make_world_sequence(index, "test", 64, 64, FPS, cfg)
+    t = np.arange(N90) / FPS
+    v = s.camera(0, N90) + 0.5
+    still = t <= STILL_S
+    assert np.all(v[still] == v[0]) and np.all(s.panel_index(0, N90)[still] == 0)
+    # the dancer only wanders while the view holds: its centre stays on the frame
+    assert np.abs(s.center_x(0, N90)[still] - 0.5).max() <= w._WANDER_MAX + 1e-9
+    after = t >= STILL_S + 0.5
+    dv = np.gradient(v, t)
+    u = s.dancer_world_x(0, N90)
+    np.testing.assert_allclose(dv[after], ((u - v) / s.lag)[after], atol=2e-3)
+    assert np.abs(np.diff(v)).max() < 0.05  # no jump at still_s (a frame moves at most 0.05 widths)
+    assert np.ptp(v) > 0.2  # it pans over the 90 s
+    # the same clip of the panning world: the same dancer and plate, another camera
+    plain = w.make_world_sequence(index, "test", 64, 64, FPS)
+    assert s.lag == plain.lag and not np.allclose(s.camera(0, N90), plain.camera(0, N90))
+
+
 # --------------------------------------------------------------------------- the memoryless bound
 
 
@@ -252,6 +286,9 @@ def test_refusals():
         w.WorldConfig(travel=0.9)
     with pytest.raises(ConfigError, match="plate_factor"):
         w.WorldConfig(plate_factor=1.0)
+    for bad in (-1.0, math.nan, math.inf):
+        with pytest.raises(ConfigError, match="still_s"):
+            w.WorldConfig(still_s=bad)
     with pytest.raises(ConfigError, match="config must be a WorldConfig"):
         w.make_world_sequence(0, "test", config={"travel": 0.3})
     s = w.make_world_sequence(0, "test", 32, 32)

@@ -70,6 +70,10 @@ class WorldConfig:
     panel_colors: int = 3  #: colours the panel switches between (colour 0 is the reference's)
     prop: bool = True  #: a bouncing ball on its own path
     revisit_lag: int = 32  #: frames: "revisited" = seen at least this many frames before
+    #: seconds at the start during which the camera holds its first view, the dancer's slow travel
+    #: rests and the panel keeps the reference's colour (the dancer's own wander goes on); then the
+    #: travel starts and the camera follows it from rest. 0: the world pans from frame 0.
+    still_s: float = 0.0
     train_size: int = 10_000
     test_size: int = 200
     version: int = 1
@@ -92,6 +96,8 @@ class WorldConfig:
             raise ConfigError(f"panel_colors must be between 2 and 6, got {self.panel_colors}")
         if self.revisit_lag < 0:
             raise ConfigError(f"revisit_lag must be non-negative, got {self.revisit_lag}")
+        if not (math.isfinite(self.still_s) and self.still_s >= 0.0):
+            raise ConfigError(f"still_s must be a finite number of seconds >= 0, got {self.still_s}")
         if self.train_size < 1 or self.test_size < 1:
             raise ConfigError(f"split sizes must be positive, got {self.train_size}, {self.test_size}")
 
@@ -101,8 +107,12 @@ class WorldConfig:
         return self.train_size if split == "train" else self.test_size
 
     def fingerprint(self) -> str:
-        """Short hash of every field: two worlds with the same fingerprint render the same."""
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        """Short hash of every field: two worlds with the same fingerprint render the same.
+        ``still_s`` stays out at 0, so the world as it was before the field keeps its fingerprint."""
+        d = asdict(self)
+        if d["still_s"] == 0.0:
+            del d["still_s"]
+        blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -365,23 +375,43 @@ class WorldSequence:
         sd._check_range(start, stop)
         return np.arange(start, stop, dtype=np.float64) / self.fps
 
-    def _components(self) -> list[tuple[float, float, float]]:
+    def _components(self, t: np.ndarray) -> list[tuple[float, float, float, np.ndarray]]:
+        """(amplitude, omega, phase, time) of each sinusoid of the dancer's world u: the slow travel
+        runs on the clock that starts after ``still_s``, the wander on the clip's."""
         a1, f1, p1, a2, f2, p2 = self.motion._wander
-        return [*self._travel, (a1, 2 * np.pi * f1, p1), (a2, 2 * np.pi * f2, p2)]
+        still = self.config.still_s
+        tt = t if still == 0.0 else np.maximum(t - still, 0.0)
+        return [*((a, w, p, tt) for a, w, p in self._travel), (a1, 2 * np.pi * f1, p1, t), (a2, 2 * np.pi * f2, p2, t)]
 
     def _dancer_u(self, t: np.ndarray) -> np.ndarray:
         u = np.full_like(t, 0.5 * self.config.plate_factor)
-        for a, w, p in self._components():
-            u = u + a * np.sin(w * t + p)
+        for a, w, p, tc in self._components(t):
+            u = u + a * np.sin(w * tc + p)
         return u
 
-    def _view_centre(self, t: np.ndarray) -> np.ndarray:
-        # steady-state response of  v' = (u - v) / lag  to the sinusoids of u (valid for all t)
+    def _steady_view(self, t: np.ndarray) -> np.ndarray:
+        # steady-state response of  v' = (u - v) / lag  to the sinusoids of u
         v = np.full_like(t, 0.5 * self.config.plate_factor)
-        for a, w, p in self._components():
+        for a, w, p, tc in self._components(t):
             wt = w * self.lag
-            v = v + a / math.sqrt(1 + wt * wt) * np.sin(w * t + p - math.atan(wt))
+            v = v + a / math.sqrt(1 + wt * wt) * np.sin(w * tc + p - math.atan(wt))
         return v
+
+    def _first_view(self) -> float:
+        """View centre while the world is still: where the resting travel holds the dancer."""
+        return 0.5 * self.config.plate_factor + sum(a * math.sin(p) for a, w, p in self._travel)
+
+    def _view_centre(self, t: np.ndarray) -> np.ndarray:
+        v = self._steady_view(t)  # valid for all t when the world pans from frame 0
+        still = self.config.still_s
+        if still == 0.0:
+            return v
+        # held until ``still``, then the exact solution from rest at the first view: the steady
+        # state plus the start's difference decaying with the lag
+        v0 = self._first_view()
+        v_start = float(self._steady_view(np.full(1, still))[0])
+        after = v + (v0 - v_start) * np.exp(-np.maximum(t - still, 0.0) / self.lag)
+        return np.where(t <= still, v0, after)
 
     def camera(self, start: int, stop: int) -> np.ndarray:
         """World u of the left edge of the view per frame, float64 [T], in frame widths (0 .. plate_factor - 1)."""
@@ -412,6 +442,8 @@ class WorldSequence:
         t = self._t(start, stop)
         if t.size == 0:
             return np.zeros(0, np.int64)
+        if self.config.still_s:  # the switches run on the clock that starts after the still start
+            t = np.maximum(t - self.config.still_s, 0.0)
         times, steps = self._panel_events(float(t.max()))
         csum = np.concatenate([[0], np.cumsum(steps)])
         return (csum[np.searchsorted(times, t, side="right")] % self.config.panel_colors).astype(np.int64)

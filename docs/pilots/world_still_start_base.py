@@ -1,0 +1,91 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Attempt 8 (not part of the package until it replaces attempt 7): v2's base trained on the
+world with a still start (``WorldConfig(still_s=4.0)``: chunk 0 does not pan).
+
+The training is attempt 7's command as it is (``train_tiny.v2_config(0)``, ``v2_model()``, the VAE
+trained by the same command); only the world differs: every world clip that does not name a world
+is drawn from the still-start one, inside this process only. The protocol and what makes attempt 8
+replace attempt 7 were written in docs/tiny_v2.md ("Attempt 8 on a world with a still start")
+before it ran. (A fixed-lag base was registered first and not run: its condition failed.)
+
+    OMP_NUM_THREADS=2 python docs/pilots/world_still_start_base.py train runs/tiny_v2_a8
+    OMP_NUM_THREADS=2 python docs/pilots/world_still_start_base.py eval runs/tiny_v2_a8 > a8.json
+    OMP_NUM_THREADS=2 python docs/pilots/world_still_start_base.py eval shipped > a7.json
+    python docs/pilots/world_pan_knowledge.py compare a7.json a8.json
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from world_pan_knowledge import per_clip  # noqa: E402
+
+from everanimate_core.apps import quality  # noqa: E402
+from everanimate_core.tiny import train_tiny, world  # noqa: E402
+from everanimate_core.tiny.backend import load_tiny  # noqa: E402
+
+SEED = 0
+STILL_S = 4.0
+
+
+def in_world(config: world.WorldConfig, fn, *args, **kw):
+    """Run ``fn`` with ``config`` as the world of every make_world_sequence call that names none."""
+    make = world.make_world_sequence
+    saved = make.__defaults__
+    names = make.__code__.co_varnames[: make.__code__.co_argcount]
+    defaults = dict(zip(names[len(names) - len(saved) :], saved))
+    assert defaults["config"] is None, defaults
+    make.__defaults__ = tuple(config if k == "config" else v for k, v in defaults.items())
+    try:
+        return fn(*args, **kw)
+    finally:
+        make.__defaults__ = saved
+
+
+STILL = world.WorldConfig(still_s=STILL_S)
+
+
+def train(out: Path) -> None:
+    t0 = time.perf_counter()
+    summary = in_world(STILL, train_tiny.train_tiny, out, train_tiny.v2_config(SEED), train_tiny.v2_model())
+    meta = {"attempt": 8, "world": STILL.fingerprint(), "still_s": STILL_S, "seed": SEED,
+            "wall_s": round(time.perf_counter() - t0, 1),
+            "times": {k: round(v, 1) for k, v in summary["times"].items()}}  # fmt: skip
+    (out / "attempt8.json").write_text(json.dumps(meta, indent=1))
+    print(json.dumps(meta))
+
+
+def evaluate(weights: str, clips: int) -> dict:
+    be = load_tiny(None if weights == "shipped" else weights)
+    return {
+        "weights": weights, "world": STILL.fingerprint(),
+        "still_start_chunk0": in_world(STILL, per_clip, be, clips),
+        "as_is_chunk0": per_clip(be, clips),
+        "still_chunk0": quality.chunk0_quality(be, 8),
+        "still_start_probe": in_world(STILL, quality.motion_probe, be, 8),
+    }  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("out", type=Path)
+    e = sub.add_parser("eval")
+    e.add_argument("weights", help="a folder written by `train`, or `shipped`")
+    e.add_argument("--clips", type=int, default=16)
+    a = p.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if a.cmd == "train":
+        train(a.out)
+    else:
+        print(json.dumps(evaluate(a.weights, a.clips), indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
