@@ -302,6 +302,32 @@ def test_the_v2_training_command_runs_and_writes_a_loadable_model(tmp_path):
     assert not (tmp_path / "free").exists()
 
 
+@pytest.mark.slow
+def test_a_v2_run_stopped_in_the_dit_stage_resumes_from_its_own_vae(tmp_path, monkeypatch):
+    """The VAE is written as soon as its stage ends; ``--vae-from`` that folder then gives the DiT an
+    uninterrupted run gives (v2's DiT stage has its own stream)."""
+    from safetensors.torch import load_file
+
+    from everanimate_core.tiny import train_tiny as tt
+
+    train_main(["--v2", "--quick", "--out", str(tmp_path / "whole")])
+    real = tt.train_dit
+
+    def stopped(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tt, "train_dit", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        train_main(["--v2", "--quick", "--out", str(tmp_path / "cut")])
+    assert (tmp_path / "cut" / tt.VAE_FILE).exists() and not (tmp_path / "cut" / tt.DIT_FILE).exists()
+    monkeypatch.setattr(tt, "train_dit", real)
+    train_main(["--v2", "--quick", "--vae-from", str(tmp_path / "cut"), "--out", str(tmp_path / "cut")])
+    for name in (tt.VAE_FILE, tt.DIT_FILE):
+        whole, resumed = load_file(str(tmp_path / "whole" / name)), load_file(str(tmp_path / "cut" / name))
+        assert whole.keys() == resumed.keys()
+        assert all(torch.equal(whole[k], resumed[k]) for k in whole), name
+
+
 def test_world_chunk0_scores_a_copy_as_a_copy_that_ignores_the_pose(tiny):
     r = world_chunk0(CopyReference(tiny), sequences=2, steps=2)
     assert abs(r["model"] - r["reference"]) < 1.5, r  # the stand-in is the reference through the VAE

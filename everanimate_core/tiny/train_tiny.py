@@ -366,6 +366,11 @@ def train_tiny(
     if vae_from is None:
         train_vae(vae, bank, cfg, gen, log)
         set_latent_stats(vae, bank)
+        # kept at once, so a run stopped in the DiT stage resumes with --vae-from OUT instead of
+        # training the VAE again (v2's DiT stage has its own stream: the same result)
+        save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(out / VAE_FILE))
+        mc.save(out / CONFIG_FILE)
+        log(f"VAE written to {out}; if the DiT stage stops, --vae-from {out} starts again from here")
     else:  # the VAE of an earlier run of the same command (its stage is seeded, so it is the same)
         vae.load_state_dict(load_file(str(Path(vae_from) / VAE_FILE)))
         log(f"VAE reused from {vae_from}")
