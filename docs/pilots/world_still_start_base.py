@@ -36,11 +36,9 @@ STILL_S = 4.0
 def in_world(config: world.WorldConfig, fn, *args, **kw):
     """Run ``fn`` with ``config`` as the world of every make_world_sequence call that names none."""
     make = world.make_world_sequence
-    saved = make.__defaults__
-    names = make.__code__.co_varnames[: make.__code__.co_argcount]
-    defaults = dict(zip(names[len(names) - len(saved) :], saved))
-    assert defaults["config"] is None, defaults
-    make.__defaults__ = tuple(config if k == "config" else v for k, v in defaults.items())
+    saved = make.__defaults__  # (split, height, width, fps, config)
+    assert saved[-1] is None, saved
+    make.__defaults__ = (*saved[:-1], config)
     try:
         return fn(*args, **kw)
     finally:

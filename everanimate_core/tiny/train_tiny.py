@@ -366,15 +366,15 @@ def train_tiny(
     if vae_from is None:
         train_vae(vae, bank, cfg, gen, log)
         set_latent_stats(vae, bank)
-        # kept at once, so a run stopped in the DiT stage resumes with --vae-from OUT instead of
-        # training the VAE again (v2's DiT stage has its own stream: the same result)
-        save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(out / VAE_FILE))
-        mc.save(out / CONFIG_FILE)
-        log(f"VAE written to {out}; if the DiT stage stops, --vae-from {out} starts again from here")
     else:  # the VAE of an earlier run of the same command (its stage is seeded, so it is the same)
         vae.load_state_dict(load_file(str(Path(vae_from) / VAE_FILE)))
         log(f"VAE reused from {vae_from}")
     times["vae_s"] = time.perf_counter() - t
+    # written at once, so a run stopped in the DiT stage resumes with --vae-from OUT instead of
+    # training the VAE again (v2's DiT stage has its own stream: the same result)
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(out / VAE_FILE))
+    mc.save(out / CONFIG_FILE)
+    log(f"VAE written to {out}; if the DiT stage stops, --vae-from {out} starts again from here")
     if cfg.world_sequences:  # v2: the DiT stage has its own stream, so a reused VAE changes nothing
         gen = torch.Generator().manual_seed(cfg.seed + 1)
     vae.eval()
@@ -385,9 +385,7 @@ def train_tiny(
     t = time.perf_counter()
     train_dit(dit, data, mc, cfg, gen, log)
     times["dit_s"] = time.perf_counter() - t
-    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(out / VAE_FILE))
     save_file({k: v.contiguous() for k, v in dit.state_dict().items()}, str(out / DIT_FILE))
-    mc.save(out / CONFIG_FILE)
     summary = {"train_config": cfg.__dict__, "model_config": mc.__dict__, "vae_from": None if vae_from is None else str(vae_from),
                "times": times, "log": logs}
     (out / "training_summary.json").write_text(json.dumps(summary, indent=1))

@@ -442,7 +442,7 @@ class WorldSequence:
         t = self._t(start, stop)
         if t.size == 0:
             return np.zeros(0, np.int64)
-        if self.config.still_s:  # the switches run on the clock that starts after the still start
+        if self.config.still_s != 0.0:  # the switches run on the clock that starts after the still start
             t = np.maximum(t - self.config.still_s, 0.0)
         times, steps = self._panel_events(float(t.max()))
         csum = np.concatenate([[0], np.cumsum(steps)])
