@@ -304,28 +304,64 @@ def test_the_v2_training_command_runs_and_writes_a_loadable_model(tmp_path):
 
 @pytest.mark.slow
 def test_a_v2_run_stopped_in_the_dit_stage_resumes_from_its_own_vae(tmp_path, monkeypatch):
-    """The VAE is written as soon as its stage ends; ``--vae-from`` that folder then gives the DiT an
-    uninterrupted run gives (v2's DiT stage has its own stream)."""
+    """The VAE is written as soon as its stage ends and the DiT stage writes checkpoints; a run
+    stopped before the DiT stage, then stopped again inside it, continued with ``--vae-from`` its
+    own folder gives the weights an uninterrupted run gives, bit for bit."""
     from safetensors.torch import load_file
 
     from everanimate_core.tiny import train_tiny as tt
 
+    monkeypatch.setattr(tt, "CHECKPOINT_EVERY", 3)  # --quick trains 10 DiT steps
     train_main(["--v2", "--quick", "--out", str(tmp_path / "whole")])
-    real = tt.train_dit
+    assert not (tmp_path / "whole" / tt.CHECKPOINT_FILE).exists()  # removed once the weights are written
+    real_dit, real_save = tt.train_dit, tt._save_checkpoint
 
     def stopped(*a, **kw):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(tt, "train_dit", stopped)
+    cut = tmp_path / "cut"
     with pytest.raises(KeyboardInterrupt):
-        train_main(["--v2", "--quick", "--out", str(tmp_path / "cut")])
-    assert (tmp_path / "cut" / tt.VAE_FILE).exists() and not (tmp_path / "cut" / tt.DIT_FILE).exists()
-    monkeypatch.setattr(tt, "train_dit", real)
-    train_main(["--v2", "--quick", "--vae-from", str(tmp_path / "cut"), "--out", str(tmp_path / "cut")])
+        train_main(["--v2", "--quick", "--out", str(cut)])
+    assert (cut / tt.VAE_FILE).exists() and not (cut / tt.DIT_FILE).exists()
+    monkeypatch.setattr(tt, "train_dit", real_dit)
+    saved = []
+
+    def save_then_stop(path, step, *a, **kw):
+        real_save(path, step, *a, **kw)
+        saved.append(step)
+        if step == 6:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(tt, "_save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_main(["--v2", "--quick", "--vae-from", str(cut), "--out", str(cut)])
+    assert saved == [3, 6] and (cut / tt.CHECKPOINT_FILE).exists() and not (cut / tt.DIT_FILE).exists()
+    saved.clear()
+    train_main(["--v2", "--quick", "--vae-from", str(cut), "--out", str(cut)])
+    assert saved == [9], saved  # it went on from step 6, not from the start
+    summary = json.loads((cut / "training_summary.json").read_text())
+    assert any("continued" in line and "at step 6 of 10" in line for line in summary["log"]), summary["log"]
+    assert not (cut / tt.CHECKPOINT_FILE).exists()
     for name in (tt.VAE_FILE, tt.DIT_FILE):
-        whole, resumed = load_file(str(tmp_path / "whole" / name)), load_file(str(tmp_path / "cut" / name))
+        whole, resumed = load_file(str(tmp_path / "whole" / name)), load_file(str(cut / name))
         assert whole.keys() == resumed.keys()
         assert all(torch.equal(whole[k], resumed[k]) for k in whole), name
+
+
+def test_a_dit_checkpoint_of_another_run_is_refused_before_any_stage(tmp_path, monkeypatch):
+    from everanimate_core.tiny import train_tiny as tt
+
+    def never(*a, **kw):
+        raise AssertionError("a stage ran before the checkpoint was checked")
+
+    monkeypatch.setattr(tt, "render_bank", never)
+    torch.save({"settings": "[{}, {}]", "identity": "x"}, tmp_path / tt.CHECKPOINT_FILE)
+    with pytest.raises(ConfigError, match="other settings.*delete it"):
+        train_main(["--v2", "--quick", "--out", str(tmp_path)])
+    (tmp_path / tt.CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="cannot be read.*delete it"):
+        train_main(["--v2", "--quick", "--out", str(tmp_path)])
 
 
 def test_world_chunk0_scores_a_copy_as_a_copy_that_ignores_the_pose(tiny):

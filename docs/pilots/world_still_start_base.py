@@ -9,6 +9,7 @@ replace attempt 7 were written in docs/tiny_v2.md ("Attempt 8 on a world with a 
 before it ran. (A fixed-lag base was registered first and not run: its condition failed.)
 
     OMP_NUM_THREADS=2 python docs/pilots/world_still_start_base.py train runs/tiny_v2_a8
+    OMP_NUM_THREADS=2 python docs/pilots/world_still_start_base.py train runs/tiny_v2_a8 --resume  # after a stop
     OMP_NUM_THREADS=2 python docs/pilots/world_still_start_base.py eval runs/tiny_v2_a8 > a8.json
     OMP_NUM_THREADS=2 python docs/pilots/world_still_start_base.py eval shipped > a7.json
     python docs/pilots/world_pan_knowledge.py compare a7.json a8.json
@@ -48,10 +49,11 @@ def in_world(config: world.WorldConfig, fn, *args, **kw):
 STILL = world.WorldConfig(still_s=STILL_S)
 
 
-def train(out: Path) -> None:
+def train(out: Path, resume: bool = False) -> None:
     t0 = time.perf_counter()
-    summary = in_world(STILL, train_tiny.train_tiny, out, train_tiny.v2_config(SEED), train_tiny.v2_model())
-    meta = {"attempt": 8, "world": STILL.fingerprint(), "still_s": STILL_S, "seed": SEED,
+    summary = in_world(STILL, train_tiny.train_tiny, out, train_tiny.v2_config(SEED), train_tiny.v2_model(),
+                       vae_from=out if resume else None)  # fmt: skip
+    meta = {"resumed": resume, "attempt": 8, "world": STILL.fingerprint(), "still_s": STILL_S, "seed": SEED,
             "wall_s": round(time.perf_counter() - t0, 1),
             "times": {k: round(v, 1) for k, v in summary["times"].items()}}  # fmt: skip
     (out / "attempt8.json").write_text(json.dumps(meta, indent=1))
@@ -74,13 +76,14 @@ def main() -> None:
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train")
     t.add_argument("out", type=Path)
+    t.add_argument("--resume", action="store_true", help="continue a stopped run in OUT (its VAE, its last DiT checkpoint)")
     e = sub.add_parser("eval")
     e.add_argument("weights", help="a folder written by `train`, or `shipped`")
     e.add_argument("--clips", type=int, default=16)
     a = p.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if a.cmd == "train":
-        train(a.out)
+        train(a.out, a.resume)
     else:
         print(json.dumps(evaluate(a.weights, a.clips), indent=1, default=float))
 

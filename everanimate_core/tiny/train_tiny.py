@@ -22,7 +22,9 @@ Stages:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -283,13 +285,80 @@ def chunk_loss(pred: torch.Tensor, goal: torch.Tensor, anchors: int, weight: tor
     return (err * weight).mean() / weight.mean()
 
 
-def train_dit(dit, data, mc: TinyModelConfig, cfg: TrainConfig, gen: torch.Generator, log) -> None:
-    """Flow-matching training: base (first-chunk layout), then the latent-memory stage."""
+CHECKPOINT_FILE = "dit_checkpoint.pt"
+CHECKPOINT_EVERY = 200  # DiT steps between checkpoints (v2: about 4-7 min on 2 cores)
+
+
+def _settings(mc: TinyModelConfig, cfg: TrainConfig) -> str:
+    return json.dumps([cfg.__dict__, mc.__dict__], sort_keys=True, default=str)
+
+
+def run_identity(data: dict[str, torch.Tensor], mc: TinyModelConfig, cfg: TrainConfig) -> str:
+    """What a DiT checkpoint must match to be continued: both configs and the encoded training
+    windows (they carry the VAE, the clips and the world they were drawn from)."""
+    h = hashlib.sha256(_settings(mc, cfg).encode())
+    for k in sorted(data):
+        h.update(k.encode())
+        h.update(data[k].detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _save_checkpoint(path: Path, step: int, identity: str, settings: str, dit, opt, gen: torch.Generator) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"step": step, "identity": identity, "settings": settings, "dit": dit.state_dict(), "opt": opt.state_dict(),
+                "gen": gen.get_state(), "torch_rng": torch.get_rng_state()}, tmp)  # fmt: skip
+    os.replace(tmp, path)  # a stop while writing leaves the previous checkpoint whole
+
+
+def _read_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a damaged file: say what to do
+        first = (str(e).splitlines() or [type(e).__name__])[0][:120]
+        raise ConfigError(f"{path} cannot be read ({first}); delete it to train the DiT stage from its start.") from e
+
+
+def check_checkpoint_settings(path: Path, mc: TinyModelConfig, cfg: TrainConfig) -> None:
+    """Refuse, before any stage runs, a checkpoint left by a run with other settings."""
+    if path.exists() and _read_checkpoint(path).get("settings") != _settings(mc, cfg):
+        raise ConfigError(f"{path} was left by a run with other settings; delete it, or use another --out, "
+                          "to train the DiT stage from its start.")  # fmt: skip
+
+
+def _load_checkpoint(path: Path, identity: str, dit, opt, gen: torch.Generator) -> int:
+    ck = _read_checkpoint(path)
+    if ck.get("identity") != identity:
+        raise ConfigError(f"{path} belongs to another run (other settings, clips or VAE); delete it, "
+                          "or use another --out, to train the DiT stage from its start.")  # fmt: skip
+    dit.load_state_dict(ck["dit"])
+    opt.load_state_dict(ck["opt"])
+    gen.set_state(ck["gen"])
+    torch.set_rng_state(ck["torch_rng"])
+    return int(ck["step"])
+
+
+def train_dit(dit, data, mc: TinyModelConfig, cfg: TrainConfig, gen: torch.Generator, log,
+              checkpoint: Path | None = None, every: int | None = None) -> None:  # fmt: skip
+    """Flow-matching training: base (first-chunk layout), then the latent-memory stage.
+
+    With ``checkpoint``, the state (weights, optimizer, random streams) is written there every
+    ``every`` steps, and a checkpoint of the same run found there is continued: the result is the
+    one an uninterrupted run gives, bit for bit."""
     opt = torch.optim.AdamW(dit.parameters(), lr=cfg.lr, weight_decay=0.01)
     grid = training_sigmas(defaults.SHIFT)
     total = cfg.base_steps + cfg.memory_steps
+    start, identity, every = 0, None, every or CHECKPOINT_EVERY
+    if checkpoint is not None:
+        identity = run_identity(data, mc, cfg)
+        if checkpoint.exists():
+            start = _load_checkpoint(checkpoint, identity, dit, opt, gen)
+            log(f"DiT stage continued from {checkpoint} at step {start} of {total}")
     bar = _progress(total, "dit")
-    for step in range(total):
+    if bar and start:
+        bar.update(start)
+    for step in range(start, total):
+        if checkpoint is not None and step > start and step % every == 0:
+            _save_checkpoint(checkpoint, step, identity, _settings(mc, cfg), dit, opt, gen)
         memory_stage = step >= cfg.base_steps
         for g in opt.param_groups:
             g["lr"] = _lr(step, total, cfg.lr)
@@ -339,14 +408,20 @@ def _check_vae_from(folder: Path, mc: TinyModelConfig) -> None:
 
 
 def train_tiny(
-    out_dir: str | Path, cfg: TrainConfig | None = None, mc: TinyModelConfig | None = None, vae_from: str | Path | None = None
+    out_dir: str | Path, cfg: TrainConfig | None = None, mc: TinyModelConfig | None = None, vae_from: str | Path | None = None,
+    checkpoint_every: int | None = None,
 ) -> dict:
-    """Train all stages and write the weights; returns a summary with wall times."""
+    """Train all stages and write the weights; returns a summary with wall times.
+
+    A run stopped in the DiT stage continues with ``vae_from=out_dir``: the VAE is read back and
+    the DiT goes on from its last checkpoint in ``out_dir`` (at most ``checkpoint_every`` steps,
+    default CHECKPOINT_EVERY, are trained again)."""
     cfg = cfg or TrainConfig()
     mc = mc or TinyModelConfig()
     if vae_from is not None:  # before anything is rendered or written
         _check_vae_from(Path(vae_from), mc)
     out = Path(out_dir)
+    check_checkpoint_settings(out / CHECKPOINT_FILE, mc, cfg)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -370,11 +445,12 @@ def train_tiny(
         vae.load_state_dict(load_file(str(Path(vae_from) / VAE_FILE)))
         log(f"VAE reused from {vae_from}")
     times["vae_s"] = time.perf_counter() - t
-    # written at once, so a run stopped in the DiT stage resumes with --vae-from OUT instead of
-    # training the VAE again (v2's DiT stage has its own stream: the same result)
+    # written at once, so a run stopped in the DiT stage continues with --vae-from OUT --out OUT
+    # instead of training the VAE again (v2's DiT stage has its own stream; the DiT checkpoint
+    # carries the stream's state, so v1 continues from a checkpoint unchanged too)
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(out / VAE_FILE))
     mc.save(out / CONFIG_FILE)
-    log(f"VAE written to {out}; if the DiT stage stops, --vae-from {out} starts again from here")
+    log(f"VAE written to {out}; if the DiT stage stops, --vae-from {out} --out {out} continues it")
     if cfg.world_sequences:  # v2: the DiT stage has its own stream, so a reused VAE changes nothing
         gen = torch.Generator().manual_seed(cfg.seed + 1)
     vae.eval()
@@ -383,9 +459,11 @@ def train_tiny(
     times["encode_s"] = time.perf_counter() - t
     del bank
     t = time.perf_counter()
-    train_dit(dit, data, mc, cfg, gen, log)
+    ckpt = out / CHECKPOINT_FILE
+    train_dit(dit, data, mc, cfg, gen, log, checkpoint=ckpt, every=checkpoint_every or CHECKPOINT_EVERY)
     times["dit_s"] = time.perf_counter() - t
     save_file({k: v.contiguous() for k, v in dit.state_dict().items()}, str(out / DIT_FILE))
+    ckpt.unlink(missing_ok=True)  # the weights are written: nothing left to continue
     summary = {"train_config": cfg.__dict__, "model_config": mc.__dict__, "vae_from": None if vae_from is None else str(vae_from),
                "times": times, "log": logs}
     (out / "training_summary.json").write_text(json.dumps(summary, indent=1))
@@ -398,7 +476,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a few steps of each stage (smoke test)")
     p.add_argument("--v2", action="store_true", help="EverAnimate-Tiny v2: the stateful world, VAE factor 4")
-    p.add_argument("--vae-from", default=None, help="reuse the VAE of an earlier run of the same command (skips its stage)")
+    p.add_argument("--vae-from", default=None, help="reuse the VAE of an earlier run of the same command (skips its stage); "
+                   "--vae-from OUT --out OUT continues a stopped run from its last DiT checkpoint")
     p.add_argument("--head", choices=OUTPUTS, default=None, help="what the DiT predicts (default: the model's own)")
     p.add_argument("--attention", choices=ATTENTION, default=None, help="the DiT's attention (default: the model's own)")
     p.add_argument("--lr", type=float, default=None, help="the DiT's peak learning rate (default: the training's own)")
