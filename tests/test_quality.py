@@ -313,7 +313,7 @@ def test_a_v2_run_stopped_in_the_dit_stage_resumes_from_its_own_vae(tmp_path, mo
 
     monkeypatch.setattr(tt, "CHECKPOINT_EVERY", 3)  # --quick trains 10 DiT steps
     train_main(["--v2", "--quick", "--out", str(tmp_path / "whole")])
-    assert not (tmp_path / "whole" / tt.CHECKPOINT_FILE).exists()  # removed once the weights are written
+    assert not list((tmp_path / "whole").glob(tt.CHECKPOINT + ".*"))  # removed once the weights are written
     real_dit, real_save = tt.train_dit, tt._save_checkpoint
 
     def stopped(*a, **kw):
@@ -336,13 +336,13 @@ def test_a_v2_run_stopped_in_the_dit_stage_resumes_from_its_own_vae(tmp_path, mo
     monkeypatch.setattr(tt, "_save_checkpoint", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         train_main(["--v2", "--quick", "--vae-from", str(cut), "--out", str(cut)])
-    assert saved == [3, 6] and (cut / tt.CHECKPOINT_FILE).exists() and not (cut / tt.DIT_FILE).exists()
+    assert saved == [3, 6] and (cut / f"{tt.CHECKPOINT}.json").exists() and not (cut / tt.DIT_FILE).exists()
     saved.clear()
     train_main(["--v2", "--quick", "--vae-from", str(cut), "--out", str(cut)])
     assert saved == [9], saved  # it went on from step 6, not from the start
     summary = json.loads((cut / "training_summary.json").read_text())
     assert any("continued" in line and "at step 6 of 10" in line for line in summary["log"]), summary["log"]
-    assert not (cut / tt.CHECKPOINT_FILE).exists()
+    assert not list(cut.glob(tt.CHECKPOINT + ".*"))
     for name in (tt.VAE_FILE, tt.DIT_FILE):
         whole, resumed = load_file(str(tmp_path / "whole" / name)), load_file(str(cut / name))
         assert whole.keys() == resumed.keys()
@@ -350,18 +350,39 @@ def test_a_v2_run_stopped_in_the_dit_stage_resumes_from_its_own_vae(tmp_path, mo
 
 
 def test_a_dit_checkpoint_of_another_run_is_refused_before_any_stage(tmp_path, monkeypatch):
+    from everanimate_core.errors import ResumeStateError
+    from everanimate_core.infra.checkpoint import save_state
     from everanimate_core.tiny import train_tiny as tt
 
     def never(*a, **kw):
         raise AssertionError("a stage ran before the checkpoint was checked")
 
     monkeypatch.setattr(tt, "render_bank", never)
-    torch.save({"settings": "[{}, {}]", "identity": "x"}, tmp_path / tt.CHECKPOINT_FILE)
-    with pytest.raises(ConfigError, match="other settings.*delete it"):
-        train_main(["--v2", "--quick", "--out", str(tmp_path)])
-    (tmp_path / tt.CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
-    with pytest.raises(ConfigError, match="cannot be read.*delete it"):
-        train_main(["--v2", "--quick", "--out", str(tmp_path)])
+    other = tt._settings(v2_model(), replace(v2_config(0), lr=5e-4))
+    save_state(tmp_path, tt.CHECKPOINT, {"x": torch.zeros(1)},
+               {"fingerprint": tt.config_fingerprint(other), "config": other, "data": "x", "step": 200})
+    with pytest.raises(ResumeStateError, match=r"different settings.*train\.lr.*new run folder"):
+        train_main(["--v2", "--out", str(tmp_path)])
+    (tmp_path / f"{tt.CHECKPOINT}.json").write_text("{not json")
+    with pytest.raises(ResumeStateError, match="not valid JSON.*start over"):
+        train_main(["--v2", "--out", str(tmp_path)])
+
+
+def test_a_dit_checkpoint_of_other_clips_is_refused(tmp_path):
+    """Same settings, other training windows (another VAE or world): refused, not continued."""
+    from everanimate_core.errors import ResumeStateError
+    from everanimate_core.tiny import train_tiny as tt
+    from everanimate_core.tiny.backend import build_models
+
+    mc, cfg = v2_model(), replace(v2_config(0), base_steps=2, memory_steps=0, batch=1)
+    _, dit = build_models(mc)
+    opt = torch.optim.AdamW(dit.parameters())
+    gen = torch.Generator().manual_seed(0)
+    data = {"x": torch.zeros(3)}
+    tt._save_checkpoint(tmp_path, 1, tt._settings(mc, cfg), tt.data_digest(data), dit, opt, gen)
+    assert tt._load_checkpoint(tmp_path, tt._settings(mc, cfg), tt.data_digest(data), dit, opt, gen) == 1
+    with pytest.raises(ResumeStateError, match="other clips or another VAE"):
+        tt._load_checkpoint(tmp_path, tt._settings(mc, cfg), tt.data_digest({"x": torch.ones(3)}), dit, opt, gen)
 
 
 def test_world_chunk0_scores_a_copy_as_a_copy_that_ignores_the_pose(tiny):

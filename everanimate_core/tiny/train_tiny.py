@@ -22,9 +22,7 @@ Stages:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,10 +32,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .. import defaults
-from ..errors import ConfigError
+from ..errors import ConfigError, ResumeStateError
 from ..flow import add_noise, clean_velocity, training_sigmas
 from ..layout import build_condition, model_input_condition
-from ..training.trainer import warmup_cosine_lr
+from ..infra.checkpoint import START_OVER, load_state, save_state
+from ..infra.identity import array_digest, config_fingerprint
+from ..training.trainer import opt_tensors, restore_opt, warmup_cosine_lr
 from .backend import CONFIG_FILE, DIT_FILE, VAE_FILE, TinyModelConfig, build_models
 from .dit import ATTENTION, OUTPUTS, PRIOR_HEADS, head_prior, skip_scalings
 from .synthdance import training_render
@@ -285,80 +285,68 @@ def chunk_loss(pred: torch.Tensor, goal: torch.Tensor, anchors: int, weight: tor
     return (err * weight).mean() / weight.mean()
 
 
-CHECKPOINT_FILE = "dit_checkpoint.pt"
+CHECKPOINT = "dit_checkpoint"  # dit_checkpoint.safetensors + .json (infra.checkpoint)
 CHECKPOINT_EVERY = 200  # DiT steps between checkpoints (v2: about 4-7 min on 2 cores)
 
 
-def _settings(mc: TinyModelConfig, cfg: TrainConfig) -> str:
-    return json.dumps([cfg.__dict__, mc.__dict__], sort_keys=True, default=str)
+def _settings(mc: TinyModelConfig, cfg: TrainConfig) -> dict:
+    return {"train": dict(cfg.__dict__), "model": dict(mc.__dict__)}
 
 
-def run_identity(data: dict[str, torch.Tensor], mc: TinyModelConfig, cfg: TrainConfig) -> str:
-    """What a DiT checkpoint must match to be continued: both configs and the encoded training
-    windows (they carry the VAE, the clips and the world they were drawn from)."""
-    h = hashlib.sha256(_settings(mc, cfg).encode())
-    for k in sorted(data):
-        h.update(k.encode())
-        h.update(data[k].detach().contiguous().cpu().numpy().tobytes())
-    return h.hexdigest()
+def data_digest(data: dict[str, torch.Tensor]) -> str:
+    """The encoded training windows' identity: they carry the VAE, the clips and their world."""
+    return array_digest(*(data[k].detach().cpu().numpy() for k in sorted(data)))
 
 
-def _save_checkpoint(path: Path, step: int, identity: str, settings: str, dit, opt, gen: torch.Generator) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"step": step, "identity": identity, "settings": settings, "dit": dit.state_dict(), "opt": opt.state_dict(),
-                "gen": gen.get_state(), "torch_rng": torch.get_rng_state()}, tmp)  # fmt: skip
-    os.replace(tmp, path)  # a stop while writing leaves the previous checkpoint whole
+def check_checkpoint_settings(out: Path, mc: TinyModelConfig, cfg: TrainConfig) -> None:
+    """Refuse, before any stage runs, a DiT checkpoint in ``out`` left by a run with other settings."""
+    if (out / f"{CHECKPOINT}.json").exists():
+        load_state(out, CHECKPOINT, expected_config=_settings(mc, cfg))
 
 
-def _read_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a damaged file: say what to do
-        first = (str(e).splitlines() or [type(e).__name__])[0][:120]
-        raise ConfigError(f"{path} cannot be read ({first}); delete it to train the DiT stage from its start.") from e
+def _save_checkpoint(out: Path, step: int, settings: dict, digest: str, dit, opt, gen: torch.Generator) -> None:
+    params = list(dit.parameters())
+    tensors = {f"dit.{k}": v for k, v in dit.state_dict().items()}
+    tensors.update(opt_tensors(opt, params))
+    tensors["gen"], tensors["torch_rng"] = gen.get_state(), torch.get_rng_state()
+    save_state(out, CHECKPOINT, tensors, {"fingerprint": config_fingerprint(settings), "config": settings,
+                                          "data": digest, "step": step})  # fmt: skip
 
 
-def check_checkpoint_settings(path: Path, mc: TinyModelConfig, cfg: TrainConfig) -> None:
-    """Refuse, before any stage runs, a checkpoint left by a run with other settings."""
-    if path.exists() and _read_checkpoint(path).get("settings") != _settings(mc, cfg):
-        raise ConfigError(f"{path} was left by a run with other settings; delete it, or use another --out, "
-                          "to train the DiT stage from its start.")  # fmt: skip
-
-
-def _load_checkpoint(path: Path, identity: str, dit, opt, gen: torch.Generator) -> int:
-    ck = _read_checkpoint(path)
-    if ck.get("identity") != identity:
-        raise ConfigError(f"{path} belongs to another run (other settings, clips or VAE); delete it, "
-                          "or use another --out, to train the DiT stage from its start.")  # fmt: skip
-    dit.load_state_dict(ck["dit"])
-    opt.load_state_dict(ck["opt"])
-    gen.set_state(ck["gen"])
-    torch.set_rng_state(ck["torch_rng"])
-    return int(ck["step"])
+def _load_checkpoint(out: Path, settings: dict, digest: str, dit, opt, gen: torch.Generator) -> int:
+    tensors, meta = load_state(out, CHECKPOINT, expected_config=settings)
+    if meta.get("data") != digest:
+        raise ResumeStateError(f"The DiT checkpoint in {out} was trained on other clips or another VAE "
+                               f"(data {meta.get('data')}, here {digest}); {START_OVER}.")  # fmt: skip
+    dit.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("dit.")})
+    restore_opt(opt, list(dit.parameters()), tensors)
+    gen.set_state(tensors["gen"])
+    torch.set_rng_state(tensors["torch_rng"])
+    return int(meta["step"])
 
 
 def train_dit(dit, data, mc: TinyModelConfig, cfg: TrainConfig, gen: torch.Generator, log,
               checkpoint: Path | None = None, every: int | None = None) -> None:  # fmt: skip
     """Flow-matching training: base (first-chunk layout), then the latent-memory stage.
 
-    With ``checkpoint``, the state (weights, optimizer, random streams) is written there every
-    ``every`` steps, and a checkpoint of the same run found there is continued: the result is the
+    With ``checkpoint`` (a folder), the state (weights, optimizer, random streams) is written
+    there every ``every`` steps, and a checkpoint of the same run found there is continued: the result is the
     one an uninterrupted run gives, bit for bit."""
     opt = torch.optim.AdamW(dit.parameters(), lr=cfg.lr, weight_decay=0.01)
     grid = training_sigmas(defaults.SHIFT)
     total = cfg.base_steps + cfg.memory_steps
-    start, identity, every = 0, None, every or CHECKPOINT_EVERY
+    start, every, settings, digest = 0, every or CHECKPOINT_EVERY, _settings(mc, cfg), None
     if checkpoint is not None:
-        identity = run_identity(data, mc, cfg)
-        if checkpoint.exists():
-            start = _load_checkpoint(checkpoint, identity, dit, opt, gen)
+        digest = data_digest(data)
+        if (checkpoint / f"{CHECKPOINT}.json").exists():
+            start = _load_checkpoint(checkpoint, settings, digest, dit, opt, gen)
             log(f"DiT stage continued from {checkpoint} at step {start} of {total}")
     bar = _progress(total, "dit")
     if bar and start:
         bar.update(start)
     for step in range(start, total):
         if checkpoint is not None and step > start and step % every == 0:
-            _save_checkpoint(checkpoint, step, identity, _settings(mc, cfg), dit, opt, gen)
+            _save_checkpoint(checkpoint, step, settings, digest, dit, opt, gen)
         memory_stage = step >= cfg.base_steps
         for g in opt.param_groups:
             g["lr"] = _lr(step, total, cfg.lr)
@@ -421,7 +409,7 @@ def train_tiny(
     if vae_from is not None:  # before anything is rendered or written
         _check_vae_from(Path(vae_from), mc)
     out = Path(out_dir)
-    check_checkpoint_settings(out / CHECKPOINT_FILE, mc, cfg)
+    check_checkpoint_settings(out, mc, cfg)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -459,11 +447,11 @@ def train_tiny(
     times["encode_s"] = time.perf_counter() - t
     del bank
     t = time.perf_counter()
-    ckpt = out / CHECKPOINT_FILE
-    train_dit(dit, data, mc, cfg, gen, log, checkpoint=ckpt, every=checkpoint_every or CHECKPOINT_EVERY)
+    train_dit(dit, data, mc, cfg, gen, log, checkpoint=out, every=checkpoint_every or CHECKPOINT_EVERY)
     times["dit_s"] = time.perf_counter() - t
     save_file({k: v.contiguous() for k, v in dit.state_dict().items()}, str(out / DIT_FILE))
-    ckpt.unlink(missing_ok=True)  # the weights are written: nothing left to continue
+    for suffix in (".json", ".safetensors"):  # the weights are written: nothing left to continue
+        (out / f"{CHECKPOINT}{suffix}").unlink(missing_ok=True)
     summary = {"train_config": cfg.__dict__, "model_config": mc.__dict__, "vae_from": None if vae_from is None else str(vae_from),
                "times": times, "log": logs}
     (out / "training_summary.json").write_text(json.dumps(summary, indent=1))

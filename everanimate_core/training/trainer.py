@@ -315,7 +315,8 @@ class TrainResult:
     degraded_fraction: float = 0.0
 
 
-def _opt_tensors(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+def opt_tensors(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """AdamW's state of ``params`` as named tensors (for :func:`infra.checkpoint.save_state`)."""
     out = {}
     for i, p in enumerate(params):
         st = opt.state.get(p, {})
@@ -327,7 +328,8 @@ def _opt_tensors(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> dict
     return out
 
 
-def _restore_opt(opt: torch.optim.Optimizer, params: list[torch.Tensor], tensors: dict[str, torch.Tensor]) -> None:
+def restore_opt(opt: torch.optim.Optimizer, params: list[torch.Tensor], tensors: dict[str, torch.Tensor]) -> None:
+    """The inverse of :func:`opt_tensors`."""
     for i, p in enumerate(params):
         if f"opt.{i}.exp_avg" in tensors:
             opt.state[p] = {
@@ -379,14 +381,14 @@ def train_lora(
         with torch.no_grad():
             for i, (n, p) in enumerate(named):
                 p.copy_(tensors[f"param.{i}"])
-        _restore_opt(opt, params, tensors)
+        restore_opt(opt, params, tensors)
         gen.set_state(tensors["rng"].to(torch.uint8))
         start = int(meta["step"])
         log(f"resuming at step {start} of {loop.steps} from {out}")
 
     def checkpoint(step: int) -> None:
         tensors = {f"param.{i}": p.detach() for i, (_, p) in enumerate(named)}
-        tensors.update(_opt_tensors(opt, params))
+        tensors.update(opt_tensors(opt, params))
         tensors["rng"] = gen.get_state()
         save_state(out, CHECKPOINT, tensors, {"fingerprint": fp, "config": full, "step": step,
                                               "names": [n for n, _ in named]})
