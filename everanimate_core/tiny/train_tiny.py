@@ -298,9 +298,13 @@ def data_digest(data: dict[str, torch.Tensor]) -> str:
     return array_digest(*(data[k].detach().cpu().numpy() for k in sorted(data)))
 
 
+def _has_checkpoint(out: Path) -> bool:
+    return (out / f"{CHECKPOINT}.json").exists()  # infra.checkpoint: it exists once its JSON does
+
+
 def check_checkpoint_settings(out: Path, mc: TinyModelConfig, cfg: TrainConfig) -> None:
     """Refuse, before any stage runs, a DiT checkpoint in ``out`` left by a run with other settings."""
-    if (out / f"{CHECKPOINT}.json").exists():
+    if _has_checkpoint(out):
         load_state(out, CHECKPOINT, expected_config=_settings(mc, cfg))
 
 
@@ -338,7 +342,7 @@ def train_dit(dit, data, mc: TinyModelConfig, cfg: TrainConfig, gen: torch.Gener
     start, every, settings, digest = 0, every or CHECKPOINT_EVERY, _settings(mc, cfg), None
     if checkpoint is not None:
         digest = data_digest(data)
-        if (checkpoint / f"{CHECKPOINT}.json").exists():
+        if _has_checkpoint(checkpoint):
             start = _load_checkpoint(checkpoint, settings, digest, dit, opt, gen)
             log(f"DiT stage continued from {checkpoint} at step {start} of {total}")
     bar = _progress(total, "dit")
@@ -447,7 +451,7 @@ def train_tiny(
     times["encode_s"] = time.perf_counter() - t
     del bank
     t = time.perf_counter()
-    train_dit(dit, data, mc, cfg, gen, log, checkpoint=out, every=checkpoint_every or CHECKPOINT_EVERY)
+    train_dit(dit, data, mc, cfg, gen, log, checkpoint=out, every=checkpoint_every)
     times["dit_s"] = time.perf_counter() - t
     save_file({k: v.contiguous() for k, v in dit.state_dict().items()}, str(out / DIT_FILE))
     for suffix in (".json", ".safetensors"):  # the weights are written: nothing left to continue
