@@ -130,7 +130,7 @@ def compare(a: dict, b: dict, resamples: int = 10000) -> dict:
     """Paired differences b - a per clip with a 95 % bootstrap interval over clips (the drift
     bench's ``paired_diff``, seed 0)."""
     out = {"a": a["weights"], "b": b["weights"]}
-    for part in [f"{c}_chunk0" for c in CAMERAS if f"{c}_chunk0" in a and f"{c}_chunk0" in b]:
+    for part in [k for k, v in b.items() if isinstance(v, dict) and "per_clip" in v and k in a]:
         for key in ("model", "model_figure", "model_background"):
             ours, base = b[part]["per_clip"][key], a[part]["per_clip"][key]
             mean, lo, hi = paired_diff(ours, base, seed=0, resamples=resamples)

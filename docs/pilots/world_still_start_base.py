@@ -12,7 +12,7 @@ before it ran. (A fixed-lag base was registered first and not run: its condition
     OMP_NUM_THREADS=2 python docs/pilots/world_still_start_base.py train runs/tiny_v2_a8 --resume  # after a stop
     OMP_NUM_THREADS=2 python docs/pilots/world_still_start_base.py eval runs/tiny_v2_a8 > a8.json
     OMP_NUM_THREADS=2 python docs/pilots/world_still_start_base.py eval shipped > a7.json
-    python docs/pilots/world_pan_knowledge.py compare a7.json a8.json
+    python docs/pilots/world_still_start_base.py compare a7.json a8.json
 """
 
 import argparse
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from world_pan_knowledge import per_clip  # noqa: E402
+from world_pan_knowledge import compare, per_clip  # noqa: E402
 
 from everanimate_core.apps import quality  # noqa: E402
 from everanimate_core.tiny import train_tiny, world  # noqa: E402
@@ -71,6 +71,23 @@ def evaluate(weights: str, clips: int) -> dict:
     }  # fmt: skip
 
 
+def verdict(a: dict, b: dict) -> dict:
+    """The paired differences b - a and the criteria registered in docs/tiny_v2.md ("Attempt 8 on a
+    world with a still start") for b to replace a, each with the numbers it was decided on."""
+    diffs = compare(a, b)
+    bg = diffs["still_start_chunk0.model_background"]
+    full = b["still_chunk0"]["model"] - a["still_chunk0"]["model"]
+    fig = b["still_chunk0"]["model_figure"] - a["still_chunk0"]["model_figure"]
+    cost = b["still_start_probe"]["zero_motion_cost"] - a["still_start_probe"]["zero_motion_cost"]
+    criteria = {
+        "still_start_background_up_1dB": {"mean": bg["mean"], "ci95": bg["ci95"], "pass": bg["mean"] >= 1.0 and bg["ci95"][0] > 0},
+        "still_scene_full_within_0.3dB": {"delta": round(full, 2), "pass": full >= -0.3},
+        "still_scene_figure_within_0.3dB": {"delta": round(fig, 2), "pass": fig >= -0.3},
+        "probe_cost_within_0.3dB": {"delta": round(cost, 2), "pass": cost >= -0.3},
+    }  # fmt: skip
+    return {**diffs, "criteria": criteria, "replaces": all(c["pass"] for c in criteria.values())}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -80,12 +97,17 @@ def main() -> None:
     e = sub.add_parser("eval")
     e.add_argument("weights", help="a folder written by `train`, or `shipped`")
     e.add_argument("--clips", type=int, default=16)
+    c = sub.add_parser("compare", help="paired differences b - a and the registered criteria for b to replace a")
+    c.add_argument("a", type=Path, help="eval JSON of attempt 7")
+    c.add_argument("b", type=Path, help="eval JSON of attempt 8")
     a = p.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if a.cmd == "train":
         train(a.out, a.resume)
-    else:
+    elif a.cmd == "eval":
         print(json.dumps(evaluate(a.weights, a.clips), indent=1, default=float))
+    else:
+        print(json.dumps(verdict(json.loads(a.a.read_text()), json.loads(a.b.read_text())), indent=1))
 
 
 if __name__ == "__main__":
