@@ -13,6 +13,9 @@ before it ran. (A fixed-lag base was registered first and not run: its condition
     OMP_NUM_THREADS=2 python docs/pilots/world_still_start_base.py eval runs/tiny_v2_a8 > a8.json
     OMP_NUM_THREADS=2 python docs/pilots/world_still_start_base.py eval shipped > a7.json
     python docs/pilots/world_still_start_base.py compare a7.json a8.json
+    OMP_NUM_THREADS=1 python docs/pilots/world_still_start_base.py probe shipped > p7.json   # after the verdict
+    OMP_NUM_THREADS=1 python docs/pilots/world_still_start_base.py probe runs/tiny_v2_a8 > p8.json
+    python docs/pilots/world_still_start_base.py compare-probes p7.json p8.json
 """
 
 import argparse
@@ -71,6 +74,30 @@ def evaluate(weights: str, clips: int) -> dict:
     }  # fmt: skip
 
 
+def probe_per_clip(weights: str, clips: int, chunk: int) -> dict:
+    """The zero-motion probe of ``bench quality`` clip by clip (world test clips 0..clips-1, the
+    still-start world), so two models' costs can be paired. Measured after attempt 8's verdict."""
+    be = load_tiny(None if weights == "shipped" else weights)
+    rows = [in_world(STILL, quality.motion_probe, be, 1, chunk, offset=i) for i in range(clips)]
+    keys = ("true_motion", "zero_motion", "true_memory")
+    return {"weights": weights, "world": STILL.fingerprint(), "probe_chunk": chunk, "clips": clips,
+            "per_clip": {k: [r[k] for r in rows] for k in keys},
+            "cost": [round(r["true_motion"] - r["zero_motion"], 2) for r in rows]}  # fmt: skip
+
+
+def compare_probes(a: dict, b: dict) -> dict:
+    """Paired differences b - a of the per-clip probe (95 % bootstrap over clips, seed 0)."""
+    from everanimate_core.apps.drift import paired_diff
+
+    out = {"a": a["weights"], "b": b["weights"], "probe_chunk": b["probe_chunk"], "clips": b["clips"]}
+    series = {**{k: (b["per_clip"][k], a["per_clip"][k]) for k in b["per_clip"]}, "cost": (b["cost"], a["cost"])}
+    for k, (ours, base) in series.items():
+        mean, lo, hi = paired_diff(ours, base, seed=0, resamples=10000)
+        out[k] = {"a": round(float(sum(base) / len(base)), 2), "b": round(float(sum(ours) / len(ours)), 2),
+                  "diff": round(mean, 2), "ci95": [round(lo, 2), round(hi, 2)]}  # fmt: skip
+    return out
+
+
 def verdict(a: dict, b: dict) -> dict:
     """The paired differences b - a and the criteria registered in docs/tiny_v2.md ("Attempt 8 on a
     world with a still start") for b to replace a, each with the numbers it was decided on."""
@@ -97,6 +124,13 @@ def main() -> None:
     e = sub.add_parser("eval")
     e.add_argument("weights", help="a folder written by `train`, or `shipped`")
     e.add_argument("--clips", type=int, default=16)
+    pr = sub.add_parser("probe", help="the zero-motion probe clip by clip (after the verdict)")
+    pr.add_argument("weights", help="a folder written by `train`, or `shipped`")
+    pr.add_argument("--clips", type=int, default=16)
+    pr.add_argument("--chunk", type=int, default=3)
+    cp = sub.add_parser("compare-probes", help="paired differences b - a of two `probe` outputs")
+    cp.add_argument("a", type=Path)
+    cp.add_argument("b", type=Path)
     c = sub.add_parser("compare", help="paired differences b - a and the registered criteria for b to replace a")
     c.add_argument("a", type=Path, help="eval JSON of attempt 7")
     c.add_argument("b", type=Path, help="eval JSON of attempt 8")
@@ -106,6 +140,10 @@ def main() -> None:
         train(a.out, a.resume)
     elif a.cmd == "eval":
         print(json.dumps(evaluate(a.weights, a.clips), indent=1, default=float))
+    elif a.cmd == "probe":
+        print(json.dumps(probe_per_clip(a.weights, a.clips, a.chunk), indent=1, default=float))
+    elif a.cmd == "compare-probes":
+        print(json.dumps(compare_probes(json.loads(a.a.read_text()), json.loads(a.b.read_text())), indent=1))
     else:
         print(json.dumps(verdict(json.loads(a.a.read_text()), json.loads(a.b.read_text())), indent=1))
 
