@@ -74,13 +74,15 @@ def evaluate(weights: str, clips: int) -> dict:
     }  # fmt: skip
 
 
-def probe_per_clip(weights: str, clips: int, chunk: int) -> dict:
+def probe_per_clip(weights: str, clips: int, chunk: int, as_is: bool = False) -> dict:
     """The zero-motion probe of ``bench quality`` clip by clip (world test clips 0..clips-1, the
-    still-start world), so two models' costs can be paired. Measured after attempt 8's verdict."""
+    still-start world, or with ``as_is`` the package's world), so two models' costs can be paired.
+    Measured after attempt 8's verdict."""
     be = load_tiny(None if weights == "shipped" else weights)
-    rows = [in_world(STILL, quality.motion_probe, be, 1, chunk, offset=i) for i in range(clips)]
+    cfg = world.WorldConfig() if as_is else STILL
+    rows = [in_world(cfg, quality.motion_probe, be, 1, chunk, offset=i) for i in range(clips)]
     keys = ("true_motion", "zero_motion", "true_memory")
-    return {"weights": weights, "world": STILL.fingerprint(), "probe_chunk": chunk, "clips": clips,
+    return {"weights": weights, "world": cfg.fingerprint(), "probe_chunk": chunk, "clips": clips,
             "per_clip": {k: [r[k] for r in rows] for k in keys},
             "cost": [round(r["true_motion"] - r["zero_motion"], 2) for r in rows]}  # fmt: skip
 
@@ -128,6 +130,7 @@ def main() -> None:
     pr.add_argument("weights", help="a folder written by `train`, or `shipped`")
     pr.add_argument("--clips", type=int, default=16)
     pr.add_argument("--chunk", type=int, default=3)
+    pr.add_argument("--as-is", action="store_true", help="in the package's world instead of the still-start one")
     cp = sub.add_parser("compare-probes", help="paired differences b - a of two `probe` outputs")
     cp.add_argument("a", type=Path)
     cp.add_argument("b", type=Path)
@@ -141,7 +144,7 @@ def main() -> None:
     elif a.cmd == "eval":
         print(json.dumps(evaluate(a.weights, a.clips), indent=1, default=float))
     elif a.cmd == "probe":
-        print(json.dumps(probe_per_clip(a.weights, a.clips, a.chunk), indent=1, default=float))
+        print(json.dumps(probe_per_clip(a.weights, a.clips, a.chunk, a.as_is), indent=1, default=float))
     elif a.cmd == "compare-probes":
         print(json.dumps(compare_probes(json.loads(a.a.read_text()), json.loads(a.b.read_text())), indent=1))
     else:
