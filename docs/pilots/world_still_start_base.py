@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from world_pan_knowledge import compare, per_clip  # noqa: E402
 
 from everanimate_core.apps import quality  # noqa: E402
+from everanimate_core.apps.drift import paired_diff  # noqa: E402
 from everanimate_core.tiny import train_tiny, world  # noqa: E402
 from everanimate_core.tiny.backend import load_tiny  # noqa: E402
 
@@ -89,8 +90,6 @@ def probe_per_clip(weights: str, clips: int, chunk: int, as_is: bool = False) ->
 
 def compare_probes(a: dict, b: dict) -> dict:
     """Paired differences b - a of the per-clip probe (95 % bootstrap over clips, seed 0)."""
-    from everanimate_core.apps.drift import paired_diff
-
     out = {"a": a["weights"], "b": b["weights"], "probe_chunk": b["probe_chunk"], "clips": b["clips"]}
     series = {**{k: (b["per_clip"][k], a["per_clip"][k]) for k in b["per_clip"]}, "cost": (b["cost"], a["cost"])}
     for k, (ours, base) in series.items():
