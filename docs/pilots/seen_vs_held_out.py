@@ -41,12 +41,14 @@ def _score(loop, seq, start: int, frames: int) -> dict:
     ref = np.broadcast_to(seq.reference(), gt.shape)
     out = _chunk0(loop, seq.reference(), seq.pose(start, start + frames))
     ones = np.ones_like(fig)
-    return {
+    row = {
         "model": region_psnr(out, gt, ones), "model_figure": region_psnr(out, gt, fig),
         "model_background": region_psnr(out, gt, ~fig),
         "empty": region_psnr(empty, gt, ones), "reference": region_psnr(ref, gt, ones),
         "iou": mask_iou(drawn_figure(out, empty), fig),
     }  # fmt: skip
+    row["margin"] = row["model"] - max(row["empty"], row["reference"])  # this clip's own margin
+    return row
 
 
 def _paired(a: list[float], b: list[float], seed: int = 0, n: int = 2000) -> dict:
@@ -81,7 +83,7 @@ def main() -> None:
         res[name]["per_clip_model"] = [r["model"] for r in rs]
     for name in ("seen", "seen_clip_new_frames"):
         res[f"{name}_minus_held_out"] = {
-            k: _paired([r[k] for r in rows["held_out"]], [r[k] for r in rows[name]]) for k in ("model", "model_figure", "model_background")
+            k: _paired([r[k] for r in rows["held_out"]], [r[k] for r in rows[name]]) for k in ("model", "model_figure", "model_background", "margin")
         }
     print(json.dumps(res, indent=1))
 
