@@ -16,7 +16,7 @@ training sequence i (``synthdance.training_render``). For clips 0..N-1 this scor
 Each against the empty scene and the reference held over the same frames. What each outcome means
 was written in docs/tiny_v2.md ("Pilot: seen against held-out chunk-0 windows") before it ran.
 
-    OMP_NUM_THREADS=1 python docs/pilots/seen_vs_held_out.py [--weights DIR] [--clips 8] > out.json
+    OMP_NUM_THREADS=1 python docs/pilots/seen_vs_held_out.py [--weights DIR] [--clips 8] [--one-step] > out.json
 """
 
 import argparse
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from everanimate_core import defaults
-from everanimate_core.apps.quality import _chunk0, mask_iou, drawn_figure
+from everanimate_core.apps.quality import _chunk0, _vae_round_trip, drawn_figure, mask_iou
 from everanimate_core.pipeline import AnimationSettings, ChunkLoop
 from everanimate_core.tiny.backend import load_tiny
 from everanimate_core.tiny.synthdance import make_sequence
@@ -35,7 +35,7 @@ from everanimate_core.tiny.world import region_psnr
 LATER = 200  # frames between the seen window and the same clip's unseen one
 
 
-def _score(loop, seq, start: int, frames: int) -> dict:
+def _score(loop, once, seq, start: int, frames: int) -> dict:
     gt, fig = seq.render(start, start + frames)
     empty = np.broadcast_to(seq.plate(), gt.shape)
     ref = np.broadcast_to(seq.reference(), gt.shape)
@@ -47,6 +47,13 @@ def _score(loop, seq, start: int, frames: int) -> dict:
         "empty": region_psnr(empty, gt, ones), "reference": region_psnr(ref, gt, ones),
         "iou": mask_iou(drawn_figure(out, empty), fig),
     }  # fmt: skip
+    if once is not None:  # the same chunk in one step: the model's mean guess
+        one = _chunk0(once, seq.reference(), seq.pose(start, start + frames))
+        row["model_one_step"] = region_psnr(one, gt, ones)
+        row["model_one_step_figure"] = region_psnr(one, gt, fig)
+        vae = _vae_round_trip(loop.backend, gt)  # the ceiling of anything the model decodes
+        row["vae"] = region_psnr(vae, gt, ones)
+        row["vae_figure"] = region_psnr(vae, gt, fig)
     row["margin"] = row["model"] - max(row["empty"], row["reference"])  # this clip's own margin
     return row
 
@@ -63,19 +70,21 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", default=None, help="a weights folder (default: the embedded model)")
     p.add_argument("--clips", type=int, default=8)
+    p.add_argument("--one-step", action="store_true", help="also score chunk 0 made in one step, and the VAE's round trip")
     a = p.parse_args()
     be = load_tiny(a.weights)
     mc = be.config
     f = mc.frames
     loop = ChunkLoop(be, AnimationSettings(chunk=mc.chunk_settings, steps=defaults.STEPS))
+    once = ChunkLoop(be, AnimationSettings(chunk=mc.chunk_settings, steps=1)) if a.one_step else None
     rows: dict[str, list[dict]] = {"seen": [], "seen_clip_new_frames": [], "held_out": []}
     for i in range(a.clips):
         start = (i * 37) % 400  # training_render's window
         train = make_sequence(i, "train", mc.height, mc.width, mc.fps)
         test = make_sequence(i, "test", mc.height, mc.width, mc.fps)
-        rows["seen"].append(_score(loop, train, start, f))
-        rows["seen_clip_new_frames"].append(_score(loop, train, start + LATER, f))
-        rows["held_out"].append(_score(loop, test, start, f))
+        rows["seen"].append(_score(loop, once, train, start, f))
+        rows["seen_clip_new_frames"].append(_score(loop, once, train, start + LATER, f))
+        rows["held_out"].append(_score(loop, once, test, start, f))
     res: dict = {"weights": a.weights or "shipped", "clips": a.clips, "steps": defaults.STEPS}
     for name, rs in rows.items():
         res[name] = {k: round(float(np.mean([r[k] for r in rs])), 3 if k == "iou" else 2) for k in rs[0]}
