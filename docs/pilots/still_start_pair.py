@@ -17,7 +17,8 @@ written in docs/tiny_v2.md ("Pilot: the still start's effect on the probe, seed 
 
 ``--full`` trains v2's whole DiT schedule (1200 base + 2400 memory steps) instead, for the repeat
 registered in docs/tiny_v2.md ("Pilot: the full-schedule pair, seed 1"); ``--seed`` another seed
-(the as-is arm at seed 2: "Pilot: a third seed of attempt 7's recipe").
+(the as-is arm at seed 2: "Pilot: a third seed of attempt 7's recipe"); ``--depth`` another number
+of DiT blocks, everything else v2's ("Pilot: a deeper DiT on v2's data").
 """
 
 import argparse
@@ -40,14 +41,18 @@ BASE_STEPS = 400
 MEMORY_STEPS = 800
 
 
-def train(arm: str, out: Path, full: bool = False, seed: int = SEED) -> None:
+def train(arm: str, out: Path, full: bool = False, seed: int = SEED, depth: int | None = None) -> None:
     cfg = train_tiny.v2_config(seed)
     if not full:
         cfg = replace(cfg, base_steps=BASE_STEPS, memory_steps=MEMORY_STEPS)
+    model = train_tiny.v2_model()
+    if depth is not None:
+        model = replace(model, depth=depth)
     wc = STILL if arm == "still" else world.WorldConfig()
     t0 = time.perf_counter()
-    summary = in_world(wc, train_tiny.train_tiny, out, cfg, train_tiny.v2_model(), vae_from=WEIGHTS_DIR)
+    summary = in_world(wc, train_tiny.train_tiny, out, cfg, model, vae_from=WEIGHTS_DIR)
     meta = {"arm": arm, "world": wc.fingerprint(), "seed": seed, "base_steps": cfg.base_steps, "memory_steps": cfg.memory_steps,
+            "dim": model.dim, "depth": model.depth,
             "wall_s": round(time.perf_counter() - t0, 1), "times": {k: round(v, 1) for k, v in summary["times"].items()}}  # fmt: skip
     (out / "pair.json").write_text(json.dumps(meta, indent=1))
     print(json.dumps(meta))
@@ -61,9 +66,10 @@ def main() -> None:
     t.add_argument("out", type=Path)
     t.add_argument("--full", action="store_true", help="v2's whole DiT schedule (1200 base + 2400 memory steps)")
     t.add_argument("--seed", type=int, default=SEED, help="training seed (default %(default)s, the registered pairs')")
+    t.add_argument("--depth", type=int, default=None, help="DiT blocks (default: v2's)")
     a = p.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    train(a.arm, a.out, a.full, a.seed)
+    train(a.arm, a.out, a.full, a.seed, a.depth)
 
 
 if __name__ == "__main__":
