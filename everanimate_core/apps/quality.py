@@ -139,8 +139,9 @@ def _vae_round_trip(be: TinyBackend, frames: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def chunk0_quality(be: TinyBackend, sequences: int = 8, steps: int = defaults.STEPS) -> dict:
-    """Chunk 0 on held-out dancers against the copy baselines, and the wrong-pose control."""
+def chunk0_quality(be: TinyBackend, sequences: int = 8, steps: int = defaults.STEPS, per_clip: bool = False) -> dict:
+    """Chunk 0 on held-out dancers against the copy baselines, and the wrong-pose control. With
+    ``per_clip``, the result also holds each dancer's row (``rows``), for paired comparisons."""
     _check_count(sequences, None, "sequences")
     mc = be.config
     f = mc.frames
@@ -178,6 +179,8 @@ def chunk0_quality(be: TinyBackend, sequences: int = 8, steps: int = defaults.ST
         })  # fmt: skip
     res = _summary(rows, sequences=sequences, steps=steps)
     res["margin_over_copies"] = round(res["model"] - max(res["reference"], res["empty"]), 2)
+    if per_clip:
+        res["rows"] = [{k: round(float(v), 4) for k, v in r.items()} for r in rows]
     return res
 
 

@@ -44,6 +44,7 @@ class TinyModelConfig:
     heads: int = 4
     attention: str = "full"  # "full" 3D attention (v1) or "factorized": within a slot, then along time
     pose_blocks: bool = False  # the pose tokens added again before every block (v1: at the input only)
+    ref_attention: bool = False  # every block also attends to all anchor tokens (factorized only; tiny/dit.py)
     frames: int = 33
     overlap: int = 4
     anchors: int = 4
@@ -156,7 +157,7 @@ class TinyBackend:
 def build_models(config: TinyModelConfig) -> tuple[TinyVAE, TinyAnimateDiT]:
     """Untrained TinyVAE and TinyAnimateDiT of the given configuration."""
     vae = TinyVAE(config.latent_channels, config.vae_width, config.vae_feat, config.vae_factor, config.vae_blocks, config.vae_group)
-    dit = TinyAnimateDiT(config.latent_channels, 4, config.dim, config.depth, config.heads, config.patch, config.attention, config.pose_blocks)
+    dit = TinyAnimateDiT(config.latent_channels, 4, config.dim, config.depth, config.heads, config.patch, config.attention, config.pose_blocks, config.ref_attention)
     if config.output not in OUTPUTS:
         raise ConfigError(f"output must be one of {OUTPUTS}, got {config.output!r} in the tiny config.")
     dit.output = config.output

@@ -10,6 +10,9 @@ Read top to bottom:
   each position (1D rotary), then runs its FFN;
 - with ``pose_blocks``, the pose tokens are added again before every block, each through its own
   zero-initialised linear layer (on slots K.. only);
+- with ``ref_attention`` (factorized blocks only), every block then lets each token attend to all
+  tokens of the K anchor slots (2D rotary, gated from zero), so a generated token can fetch the
+  dancer's colours from anywhere in the reference in one step;
 - timestep modulation (adaLN-Zero) in every block; the model predicts the flow velocity.
 """
 
@@ -122,6 +125,36 @@ class TemporalAttention(nn.Module):
         nn.init.zeros_(self.modulation.bias)
 
 
+class AnchorAttention(nn.Module):
+    """Cross-attention from every token to the tokens of the K anchor slots (2D rotary over the
+    spatial offset). Its gate starts at zero, so a DiT with it starts as the one without."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.o = nn.Linear(dim, dim)
+        self.modulation = nn.Linear(dim, 3 * dim)
+        nn.init.zeros_(self.modulation.weight)
+        nn.init.zeros_(self.modulation.bias)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor, heads: int, rope, grid: tuple[int, int], anchors: int) -> torch.Tensor:
+        """x [B, T*S, D] -> the gated update of x; rope is the within-slot (cos, sin) of S tokens."""
+        b, n, d = x.shape
+        t, s = grid
+        sh, sc, g = self.modulation(temb).unsqueeze(1).chunk(3, dim=-1)
+        h = self.norm(x) * (1 + sc) + sh
+        hd = d // heads
+        q = self.q(h).view(b, t, s, heads, hd).permute(0, 3, 1, 2, 4)  # [B, H, T, S, hd]
+        k, v = self.kv(h[:, : anchors * s]).view(b, anchors, s, 2, heads, hd).permute(3, 0, 4, 1, 2, 5)  # [B, H, K, S, hd]
+        q = apply_rope(q, rope).reshape(b, heads, n, hd)
+        k = apply_rope(k, rope).reshape(b, heads, anchors * s, hd)
+        v = v.reshape(b, heads, anchors * s, hd)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
+        return g * self.o(a)
+
+
 class Block(nn.Module):
     """Pre-norm transformer block with adaLN-Zero timestep modulation.
 
@@ -129,7 +162,7 @@ class Block(nn.Module):
     ``temporal=True``: attention within each latent slot (height, width), then a
     :class:`TemporalAttention` along time at each position, then the FFN."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: int = 4, temporal: bool = False):
+    def __init__(self, dim: int, heads: int, mlp_ratio: int = 4, temporal: bool = False, anchor_attention: bool = False):
         super().__init__()
         self.heads = heads
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
@@ -141,8 +174,9 @@ class Block(nn.Module):
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
         self.temporal = TemporalAttention(dim) if temporal else None
+        self.anchor_attention = AnchorAttention(dim) if anchor_attention else None
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor, rope, grid: tuple[int, int] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, temb: torch.Tensor, rope, grid: tuple[int, int] | None = None, anchors: int = 0) -> torch.Tensor:
         """x [B, N, D]. Full blocks: rope is the (cos, sin) of all N tokens. Factorized blocks: rope
         is ((cos, sin) within a slot, (cos, sin) along time) and grid = (T, tokens per slot)."""
         b, n, d = x.shape
@@ -159,6 +193,8 @@ class Block(nn.Module):
             h = (tm.norm(x) * (1 + sc) + sh).view(b, t, s, d).transpose(1, 2).reshape(b * s, t, d)
             a = _attend(h, tm.qkv, tm.o, self.heads, rope[1]).view(b, s, t, d).transpose(1, 2).reshape(b, n, d)
             x = x + g * a
+            if self.anchor_attention is not None and anchors:
+                x = x + self.anchor_attention(x, temb, self.heads, rope[0], grid, anchors)
         h = self.norm2(x) * (1 + sc2) + sh2
         return x + g2 * self.ffn(h)
 
@@ -178,10 +214,13 @@ class TinyAnimateDiT(nn.Module):
         patch: int = 2,
         attention: str = "full",
         pose_blocks: bool = False,
+        ref_attention: bool = False,
     ):
         super().__init__()
         if attention not in ATTENTION:
             raise ConfigError(f"attention must be one of {ATTENTION}, got {attention!r} (the tiny config's attention).")
+        if ref_attention and attention != "factorized":
+            raise ConfigError("ref_attention needs attention='factorized' (the tiny config's ref_attention and attention).")
         self.attention = attention
         self.latent_channels = latent_channels
         self.mask_channels = mask_channels
@@ -192,7 +231,7 @@ class TinyAnimateDiT(nn.Module):
         self.patch_embed = nn.Conv3d(in_dim, dim, (1, patch, patch), stride=(1, patch, patch))
         self.pose_embed = nn.Conv3d(latent_channels, dim, (1, patch, patch), stride=(1, patch, patch))
         self.time_mlp = nn.Sequential(nn.Linear(256, dim), nn.SiLU(), nn.Linear(dim, dim))
-        self.blocks = nn.ModuleList(Block(dim, heads, temporal=attention == "factorized") for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(dim, heads, temporal=attention == "factorized", anchor_attention=ref_attention) for _ in range(depth))
         self.pose_in = nn.ModuleList(nn.Linear(dim, dim) for _ in range(depth)) if pose_blocks else None
         for lin in self.pose_in or ():
             nn.init.zeros_(lin.weight)
@@ -243,7 +282,7 @@ class TinyAnimateDiT(nn.Module):
         for i, blk in enumerate(self.blocks):
             if pose_seq is not None:
                 tok = tok + self.pose_in[i](pose_seq)
-            tok = blk(tok, temb, rope, grid)
+            tok = blk(tok, temb, rope, grid, num_anchors)
         sh, sc = self.mod_out(temb).unsqueeze(1).chunk(2, dim=-1)
         out = self.head(self.norm_out(tok) * (1 + sc) + sh)  # [B, N, C*p*p]
         out = out.view(b, t, hp, wp, c, p, p).permute(0, 4, 1, 2, 5, 3, 6)
