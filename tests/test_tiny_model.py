@@ -279,3 +279,40 @@ def test_factorized_attention_keeps_the_interface_and_reads_across_time():
     assert (out2[:, :, 2:] - out[:, :, 2:]).abs().amax() > 1e-3
     with pytest.raises(Exception, match="attention must be one of"):
         build_models(TinyModelConfig(dim=32, depth=1, heads=2, vae_width=8, vae_feat=16, attention="sparse"))
+
+
+def test_ref_attention_starts_as_the_plain_dit_and_reads_every_anchor_token():
+    """ref_attention adds to every factorized block a cross-attention from every token to all anchor
+    tokens, gated from zero: a fresh model gives the plain model's output; once its gate is open, a
+    generated token reads an anchor token at another place even with the attention along time
+    closed (the only other way between slots). It needs factorized blocks."""
+    from everanimate_core.errors import ConfigError
+    from everanimate_core.tiny.backend import TinyModelConfig, build_models
+
+    torch.manual_seed(0)
+    mc = TinyModelConfig(dim=32, depth=1, heads=2, vae_width=8, vae_feat=16, attention="factorized")
+    _, plain = build_models(mc)
+    _, ref = build_models(replace(mc, ref_attention=True))
+    extra = set(ref.state_dict()) - set(plain.state_dict())
+    assert extra and all(k.startswith("blocks.0.anchor_attention.") for k in extra)
+    ref.load_state_dict({**plain.state_dict(), **{k: v for k, v in ref.state_dict().items() if k in extra}})
+    for m in (plain, ref):
+        for name, p in m.named_parameters():  # open the head and block gates, not the new one
+            if p.dim() and not p.abs().sum() and "anchor_attention" not in name:
+                torch.manual_seed(len(name))
+                torch.nn.init.normal_(p, std=0.1)
+    x, y, pose = torch.randn(1, 16, 5, 8, 8), torch.randn(1, 20, 5, 8, 8), torch.randn(1, 16, 3, 8, 8)
+    t = torch.tensor([500.0])
+    with torch.no_grad():
+        assert torch.allclose(plain(x, t, y, pose, 2), ref(x, t, y, pose, 2), atol=1e-6)
+        for m in (plain, ref):  # close the attention along time
+            torch.nn.init.zeros_(m.blocks[0].temporal.o.weight)
+            torch.nn.init.zeros_(m.blocks[0].temporal.o.bias)
+        torch.nn.init.normal_(ref.blocks[0].anchor_attention.modulation.weight, std=0.2)
+        y2 = y.clone()
+        y2[:, 4:, 0, :2, :2] += 3.0  # anchor slot 0, the top-left token only
+        for m, reads in ((plain, False), (ref, True)):
+            change = (m(x, t, y2, pose, 2) - m(x, t, y, pose, 2))[:, :, 2:, 4:, 4:]  # generated slots, bottom right
+            assert (change.abs().amax() > 1e-4) == reads
+    with pytest.raises(ConfigError, match="ref_attention needs attention='factorized'"):
+        build_models(TinyModelConfig(dim=32, depth=1, heads=2, vae_width=8, vae_feat=16, ref_attention=True))

@@ -477,6 +477,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--figure-weight", type=float, default=None,
                    help="extra DiT loss weight where the dancer is (0: none; default: the training's own)")
     p.add_argument("--pose-blocks", action="store_true", help="add the pose tokens again before every DiT block (default: at the input only)")
+    p.add_argument("--ref-attention", action="store_true",
+                   help="every factorized DiT block also attends to all anchor tokens (default: along time at each place only)")
     a = p.parse_args(argv)
     cfg, mc = (v2_config(a.seed), v2_model()) if a.v2 else (TrainConfig(seed=a.seed), TinyModelConfig())
     if a.head:
@@ -487,6 +489,8 @@ def main(argv: list[str] | None = None) -> None:
         mc = replace(mc, vae_group=a.vae_group)
     if a.pose_blocks:
         mc = replace(mc, pose_blocks=True)
+    if a.ref_attention:
+        mc = replace(mc, ref_attention=True)
     if a.lr is not None:
         if a.lr <= 0:
             p.error(f"--lr must be positive; got {a.lr}")
