@@ -229,6 +229,18 @@ def test_a_still_group_vae_gives_a_still_scene_the_code_of_one_frame():
         build_models(TinyModelConfig(vae_width=16, vae_feat=8, vae_group="mean"))
 
 
+def _share_weights_and_open_gates(plain, extended, new: str) -> None:
+    """Give ``extended`` (the plain DiT plus modules whose names contain ``new``) the plain model's
+    weights, then open the zero-initialised gates and head of both alike, leaving the new modules'
+    zero gates shut, so both must compute the same until those are opened."""
+    extended.load_state_dict({**plain.state_dict(), **{k: v for k, v in extended.state_dict().items() if new in k}})
+    for m in (plain, extended):
+        for name, p in m.named_parameters():
+            if p.dim() and not p.abs().sum() and new not in name:
+                torch.manual_seed(len(name))
+                torch.nn.init.normal_(p, std=0.1)
+
+
 def test_pose_blocks_start_as_the_plain_dit_and_feed_the_pose_to_every_block():
     """pose_blocks adds the pose tokens again before every block through a zero-initialised linear
     layer: a fresh model gives the plain model's output, and once trained the layers carry the pose
@@ -241,12 +253,7 @@ def test_pose_blocks_start_as_the_plain_dit_and_feed_the_pose_to_every_block():
     _, posed = build_models(replace(mc, pose_blocks=True))
     assert plain.pose_in is None and len(posed.pose_in) == 2
     assert set(posed.state_dict()) - set(plain.state_dict()) == {f"pose_in.{i}.{w}" for i in range(2) for w in ("weight", "bias")}
-    posed.load_state_dict({**plain.state_dict(), **{k: v for k, v in posed.state_dict().items() if k.startswith("pose_in")}})
-    for m in (plain, posed):
-        for name, p in m.named_parameters():  # open the zero-initialised gates and head, not pose_in
-            if p.dim() and not p.abs().sum() and not name.startswith("pose_in"):
-                torch.manual_seed(len(name))
-                torch.nn.init.normal_(p, std=0.1)
+    _share_weights_and_open_gates(plain, posed, "pose_in")
     x, y, pose = torch.randn(1, 16, 5, 4, 4), torch.randn(1, 20, 5, 4, 4), torch.randn(1, 16, 3, 4, 4)
     t = torch.tensor([500.0])
     with torch.no_grad():
@@ -295,12 +302,7 @@ def test_ref_attention_starts_as_the_plain_dit_and_reads_every_anchor_token():
     _, ref = build_models(replace(mc, ref_attention=True))
     extra = set(ref.state_dict()) - set(plain.state_dict())
     assert extra and all(k.startswith("blocks.0.anchor_attention.") for k in extra)
-    ref.load_state_dict({**plain.state_dict(), **{k: v for k, v in ref.state_dict().items() if k in extra}})
-    for m in (plain, ref):
-        for name, p in m.named_parameters():  # open the head and block gates, not the new one
-            if p.dim() and not p.abs().sum() and "anchor_attention" not in name:
-                torch.manual_seed(len(name))
-                torch.nn.init.normal_(p, std=0.1)
+    _share_weights_and_open_gates(plain, ref, "anchor_attention")
     x, y, pose = torch.randn(1, 16, 5, 8, 8), torch.randn(1, 20, 5, 8, 8), torch.randn(1, 16, 3, 8, 8)
     t = torch.tensor([500.0])
     with torch.no_grad():
